@@ -1,0 +1,15 @@
+"""jenova_fast: the fast, trustworthy path from a Jenova AI insight store to a fine-tuned model.
+
+Public API (typed, never prints; progress goes to a callback, messages to `logging`):
+
+- `prepare(...) -> PrepareReport`: an insight store into `train.jsonl`.
+- `iter_records(...)`: the same records as dicts, for pipelines that consume them directly.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from jenova_fast.prepare import PrepareReport, iter_records, prepare
+
+__all__ = ["PrepareReport", "__version__", "iter_records", "prepare"]

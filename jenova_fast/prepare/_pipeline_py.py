@@ -1,0 +1,319 @@
+"""Pure-Python twin of the native pipeline (`_pipeline.pyx` + `csrc/pipeline.cpp`): walk, read, parse.
+
+It is the executable specification: the native code must produce byte-identical output and the same
+skips, in the same order. Keep it obvious rather than fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from jenova_fast.prepare.records import DEFAULT_TOPIC, DEFAULT_USER, chat_record, dumps_line, insight_messages
+from jenova_fast.prepare.report import Skip, SkipReason
+
+MAX_DEPTH = 512  # nesting allowed in an input document; the native parser is configured the same
+NOT_INSIGHTS = frozenset({"concerns.json"})
+_BOM = b"\xef\xbb\xbf"
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class Insight:
+    path: str
+    topic: str
+    content: str
+    user: str
+
+
+@dataclass
+class ScanStats:
+    files_seen: int = 0
+    bytes_read: int = 0
+    ignored: int = 0
+
+
+class JSONRejected(ValueError):
+    """The input is not JSON that the native parser (simdjson) would accept."""
+
+
+def _int(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise JSONRejected("integer does not fit in 64 bits")
+    return value
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise JSONRejected("number out of range")
+    return value
+
+
+def _constant(text: str) -> float:
+    raise JSONRejected(f"{text} is not JSON")
+
+
+def _depth(value: object) -> int:
+    """Nesting depth, iteratively: an input may be deeper than Python's recursion limit allows."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _strings(value: object) -> Iterator[str]:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            yield from item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def loads_strict(text: str) -> object:
+    """`json.loads`, but rejecting exactly what simdjson rejects: NaN/Infinity, numbers that do not fit
+    64 bits, lone surrogates, nesting beyond MAX_DEPTH."""
+    try:
+        value = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+    except RecursionError as exc:
+        raise JSONRejected("nested too deeply") from exc
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise JSONRejected("nested too deeply")
+    if _ESCAPED_SURROGATE.search(text) and any(_SURROGATE.search(s) for s in _strings(value)):
+        raise JSONRejected("lone surrogate escape")
+    return value
+
+
+def parse_insight(data: bytes) -> tuple[str, str, str] | SkipReason:
+    """(topic, content, user) of one insight file's bytes, or why it is not a record."""
+    if data.startswith(_BOM):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return SkipReason.INVALID_UTF8
+    try:
+        obj = loads_strict(text)
+    except ValueError:  # JSONDecodeError, JSONRejected, int() of a huge literal
+        return SkipReason.INVALID_JSON
+    if not isinstance(obj, dict):
+        return SkipReason.NOT_OBJECT
+    content = obj.get("content")
+    if content is None or content == "":
+        return SkipReason.NO_CONTENT
+    topic = obj.get("topic")
+    topic = DEFAULT_TOPIC if topic is None else topic
+    user = obj.get("user")
+    user = DEFAULT_USER if user is None else user
+    if not (isinstance(content, str) and isinstance(topic, str) and isinstance(user, str)):
+        return SkipReason.WRONG_TYPE
+    return topic, content, user
+
+
+def _os_error_reason(exc: OSError) -> SkipReason:
+    if exc.errno == errno.ENOENT:
+        return SkipReason.VANISHED
+    if exc.errno == errno.ELOOP:
+        return SkipReason.SYMLINK
+    return SkipReason.UNREADABLE
+
+
+def _read_file(path: str, max_bytes: int, follow_symlinks: bool) -> bytes | SkipReason:
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        return _os_error_reason(exc)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return SkipReason.NOT_REGULAR
+        if st.st_size > max_bytes:
+            return SkipReason.TOO_LARGE
+        chunks, total = [], 0
+        while total <= max_bytes:  # read to EOF: the file may have grown since fstat
+            chunk = os.read(fd, max(st.st_size - total, 0) + 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > max_bytes:
+            return SkipReason.TOO_LARGE
+        return b"".join(chunks)
+    except OSError as exc:
+        return _os_error_reason(exc)
+    finally:
+        os.close(fd)
+
+
+class _Walker:
+    def __init__(self, max_bytes: int, follow_symlinks: bool) -> None:
+        self.max_bytes = max_bytes
+        self.follow = follow_symlinks
+        self.stats = ScanStats()
+
+    def walk(self, root: str) -> Iterator[Insight | Skip]:
+        try:
+            st = os.stat(root)
+        except OSError as exc:
+            yield Skip(root, _os_error_reason(exc), exc.strerror or "")
+            return
+        yield from self._directory(root, [(st.st_dev, st.st_ino)])
+
+    def _directory(self, path: str, ancestors: list[tuple[int, int]]) -> Iterator[Insight | Skip]:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: os.fsencode(e.name))
+        except OSError as exc:
+            yield Skip(path, _os_error_reason(exc), exc.strerror or "")
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):  # as the reference's glob: hidden names are not part of the store
+                continue
+            full = os.path.join(path, name)
+            is_json = name.endswith(".json")
+            try:
+                kind = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISLNK(kind):
+                    if not self.follow:
+                        if is_json or os.path.isdir(full):
+                            yield Skip(full, SkipReason.SYMLINK)
+                        continue
+                    try:
+                        target = os.stat(full)
+                    except OSError as exc:
+                        if is_json:
+                            yield Skip(full, _os_error_reason(exc), exc.strerror or "")
+                        continue
+                    kind = target.st_mode
+                    if stat.S_ISDIR(kind) and (target.st_dev, target.st_ino) in ancestors:
+                        yield Skip(full, SkipReason.SYMLINK_LOOP)
+                        continue
+                else:
+                    target = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                if is_json:
+                    yield Skip(full, _os_error_reason(exc), exc.strerror or "")
+                continue
+            if stat.S_ISDIR(kind):
+                yield from self._directory(full, [*ancestors, (target.st_dev, target.st_ino)])
+            elif is_json:
+                yield from self._file(full, name, kind)
+
+    def _file(self, path: str, name: str, mode: int) -> Iterator[Insight | Skip]:
+        if name in NOT_INSIGHTS:
+            self.stats.ignored += 1
+            return
+        self.stats.files_seen += 1
+        if not stat.S_ISREG(mode):
+            yield Skip(path, SkipReason.NOT_REGULAR)
+            return
+        data = _read_file(path, self.max_bytes, self.follow)
+        if isinstance(data, SkipReason):
+            yield Skip(path, data)
+            return
+        self.stats.bytes_read += len(data)
+        if not data:
+            yield Skip(path, SkipReason.EMPTY_FILE)
+            return
+        parsed = parse_insight(data)
+        if isinstance(parsed, SkipReason):
+            yield Skip(path, parsed)
+        else:
+            yield Insight(path, *parsed)
+
+
+def scan(roots: list[str], max_bytes: int, follow_symlinks: bool) -> tuple[Iterator[Insight | Skip], ScanStats]:
+    """Insights and skips of every root, in sorted path order, plus the counters they update."""
+    walker = _Walker(max_bytes, follow_symlinks)
+
+    def events() -> Iterator[Insight | Skip]:
+        for root in roots:
+            yield from walker.walk(root)
+
+    return events(), walker.stats
+
+
+def run(
+    roots: list[str],
+    *,
+    max_bytes: int,
+    follow_symlinks: bool,
+    threads: int,
+    write: Callable[[bytes], object],
+    on_skip: Callable[[Skip], object],
+    progress: Callable[[int, int, int | None], object],
+    count_total: bool = False,
+) -> tuple[int, ScanStats]:
+    """Write every insight's record through `write`; returns (records, stats). `threads` is ignored."""
+    del threads
+    total = count_files(roots, follow_symlinks) if count_total else None
+    events, stats = scan(roots, max_bytes, follow_symlinks)
+    records, pending = 0, []
+    for event in events:
+        if isinstance(event, Skip):
+            on_skip(event)
+            continue
+        pending.append(dumps_line(insight_messages(event.topic, event.content, event.user)))
+        records += 1
+        if len(pending) >= 4096:
+            write(b"".join(pending))
+            pending.clear()
+            progress(stats.files_seen, stats.bytes_read, total)
+    if pending:
+        write(b"".join(pending))
+    progress(stats.files_seen, stats.bytes_read, total)
+    return records, stats
+
+
+def format_chat(user_text: str, assistant_text: str) -> bytes:
+    return dumps_line(chat_record(user_text, assistant_text))
+
+
+def count_files(roots: list[str], follow_symlinks: bool) -> int:
+    """How many insight files a run will see, for the progress bar's ETA (names only, nothing read)."""
+    total, stack, seen = 0, list(reversed(roots)), set()
+    while stack:
+        try:
+            directory = stack.pop()
+            st = os.stat(directory)
+            if (st.st_dev, st.st_ino) in seen:  # a symlink loop when following symlinks
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(directory) as it:
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=follow_symlinks)
+                    except OSError:
+                        continue
+                    if is_dir:
+                        stack.append(entry.path)
+                    elif entry.name.endswith(".json") and entry.name not in NOT_INSIGHTS:
+                        total += 1
+        except OSError:
+            continue
+    return total

@@ -1,0 +1,235 @@
+"""The embeddable API: `prepare()` and `iter_records()`. Never prints; logs and reports progress."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from jenova_fast._implementation import pure_requested
+from jenova_fast.prepare import _pipeline_py
+from jenova_fast.prepare._pipeline_py import Insight
+from jenova_fast.prepare.history import iter_history_pairs
+from jenova_fast.prepare.output import atomic_output
+from jenova_fast.prepare.report import PrepareReport, Skip
+from jenova_fast.prepare.stores import StoreNotFoundError, resolve_roots
+
+logger = logging.getLogger("jenova_fast.prepare")
+
+DEFAULT_OUTPUT = Path("finetune") / "train.jsonl"
+DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Passed to the progress callback, a few times a second from the calling thread."""
+
+    files_done: int
+    bytes_read: int
+    files_total: int | None  # None until the store has been counted
+    elapsed: float
+
+
+ProgressCallback = Callable[[Progress], object]
+
+
+def available_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def implementation() -> tuple[ModuleType, str]:
+    """The pipeline in use: the native one unless JENOVA_FAST_PURE=1."""
+    if pure_requested():
+        return _pipeline_py, "pure"
+    try:
+        from jenova_fast.prepare import _pipeline
+    except ImportError as exc:
+        raise ImportError(
+            f"jenova_fast's native extension is not built ({exc}). Reinstall with `pip install .` on a "
+            "machine with g++, or set JENOVA_FAST_PURE=1 to use the pure-Python implementation."
+        ) from exc
+    return _pipeline, "native"
+
+
+def prepare(
+    insights_dir: PathLike | None = None,
+    output: PathLike = DEFAULT_OUTPUT,
+    *,
+    user: str | None = None,
+    all_users: bool = False,
+    include_history: PathLike | None = None,
+    threads: int | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    follow_symlinks: bool = False,
+    progress: ProgressCallback | None = None,
+) -> PrepareReport:
+    """Write one chat record per insight (then per history pair) to `output`, atomically.
+
+    Raises StoreNotFoundError when there is no store, OutputError when `output` cannot be written,
+    FileNotFoundError for a missing history file; bad insight files are skipped and reported.
+    """
+    roots = resolve_roots(insights_dir, user=user, all_users=all_users)
+    history = _check_history(include_history)
+    module, name = implementation()
+    threads = max(1, threads or available_threads())
+    report = PrepareReport(output=os.fspath(output), implementation=name, threads=threads)
+    start = time.perf_counter()
+    with atomic_output(Path(output)) as f:
+        _run(module, roots, history, report, f.write, max_file_bytes, follow_symlinks, progress, start)
+    report.seconds = time.perf_counter() - start
+    logger.info("%s", report.summary())
+    return report
+
+
+def iter_records(
+    insights_dir: PathLike | None = None,
+    *,
+    user: str | None = None,
+    all_users: bool = False,
+    include_history: PathLike | None = None,
+    threads: int | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    follow_symlinks: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """The records `prepare()` would write, as dicts, streamed with bounded memory."""
+    roots = resolve_roots(insights_dir, user=user, all_users=all_users)
+    history = _check_history(include_history)
+    module, name = implementation()
+    report = PrepareReport(output=None, implementation=name, threads=max(1, threads or available_threads()))
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+    cancelled = threading.Event()
+
+    def write(chunk: bytes) -> None:
+        while True:
+            if cancelled.is_set():
+                raise _Cancelled
+            try:
+                chunks.put(chunk, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            _run(module, roots, history, report, write, max_file_bytes, follow_symlinks, None, time.perf_counter())
+        except _Cancelled:
+            return
+        except BaseException as exc:
+            chunks.put(exc)
+            return
+        chunks.put(None)
+
+    worker = threading.Thread(target=produce, name="jenova-fast-iter-records", daemon=True)
+    worker.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            for line in item.splitlines():
+                yield json.loads(line)
+    finally:
+        cancelled.set()
+        worker.join()
+
+
+def iter_insights(
+    insights_dir: PathLike | None = None,
+    *,
+    user: str | None = None,
+    all_users: bool = False,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    follow_symlinks: bool = False,
+) -> Iterator[Insight]:
+    """Each valid insight with its path and fields, in path order (skips are logged), for consumers such
+    as the CPA that need the topic rather than the rendered record."""
+    roots = resolve_roots(insights_dir, user=user, all_users=all_users)
+    events, _ = _pipeline_py.scan(roots, max_file_bytes, follow_symlinks)
+    for event in events:
+        if isinstance(event, Skip):
+            logger.info("skipped %s: %s", event.path, event.reason.value)
+        else:
+            yield event
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _check_history(path: PathLike | None) -> Path | None:
+    if path is None:
+        return None
+    history = Path(path)
+    if not history.is_file():
+        raise FileNotFoundError(
+            f"history file {history} does not exist; pass a JSONL file of user_message/ai_message lines "
+            "to --include-history, or leave the option out"
+        )
+    return history
+
+
+def _run(
+    module: ModuleType,
+    roots: list[str],
+    history: Path | None,
+    report: PrepareReport,
+    write: Callable[[bytes], object],
+    max_file_bytes: int,
+    follow_symlinks: bool,
+    progress: ProgressCallback | None,
+    start: float,
+) -> None:
+    def on_skip(skip: Skip) -> None:
+        logger.info("skipped %s: %s", skip.path, skip.reason.value)
+        report.skips.append(skip)
+
+    def on_progress(files_done: int, bytes_read: int, files_total: int | None = None) -> None:
+        if progress is not None:
+            progress(Progress(files_done, bytes_read, files_total, time.perf_counter() - start))
+
+    records, stats = module.run(
+        roots,
+        max_bytes=max_file_bytes,
+        follow_symlinks=follow_symlinks,
+        threads=report.threads,
+        write=write,
+        on_skip=on_skip,
+        progress=on_progress,
+        count_total=progress is not None,
+    )
+    report.insight_records = records
+    report.files_seen, report.bytes_read, report.ignored = stats.files_seen, stats.bytes_read, stats.ignored
+    if history is not None:
+        pending = []
+        for item in iter_history_pairs(history):
+            if isinstance(item, Skip):
+                on_skip(item)
+            else:
+                pending.append(module.format_chat(*item))
+                report.history_records += 1
+        write(b"".join(pending))
+    report.records = report.insight_records + report.history_records
+
+
+__all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "DEFAULT_OUTPUT",
+    "Progress",
+    "StoreNotFoundError",
+    "available_threads",
+    "implementation",
+    "iter_insights",
+    "iter_records",
+    "prepare",
+]

@@ -1,0 +1,121 @@
+"""`python -m jenova_fast.prepare`, `jenova-fast prepare`, `python finetune/prepare_data.py`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from jenova_fast import __version__
+from jenova_fast.prepare.api import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_OUTPUT,
+    Progress,
+    available_threads,
+    prepare,
+)
+from jenova_fast.prepare.output import OutputError
+from jenova_fast.prepare.stores import StoreNotFoundError
+from jenova_fast.progress import ProgressBar
+
+EXIT_SKIPPED_STRICT = 1
+EXIT_USAGE = 2
+
+
+def build_parser(prog: str = "jenova-fast prepare") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Turn a Jenova AI insight store into a chat-format train.jsonl for fine-tuning.",
+    )
+    where = parser.add_argument_group("input")
+    where.add_argument("--insights-dir", metavar="DIR", help="any insight tree (default: the current user's store)")
+    where.add_argument("--user", metavar="NAME", help="read ~/.jenova-ai/users/NAME/insights")
+    where.add_argument("--all-users", action="store_true", help="read every user's store under ~/.jenova-ai")
+    where.add_argument(
+        "--include-history", metavar="FILE", help="also add a JSONL log of user_message/ai_message pairs"
+    )
+    where.add_argument("--follow-symlinks", action="store_true", help="follow symlinks (loops are detected)")
+    where.add_argument(
+        "--max-file-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_FILE_BYTES,
+        metavar="N",
+        help=f"skip insight files larger than this (default {DEFAULT_MAX_FILE_BYTES})",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--output", "--output-file", default=str(DEFAULT_OUTPUT), metavar="FILE", help="default: %(default)s"
+    )
+    out.add_argument("--report", metavar="FILE.json", help="write counts and every skipped path as JSON")
+    out.add_argument("--strict", action="store_true", help="exit 1 if any input was skipped")
+    out.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=available_threads(),
+        metavar="N",
+        help="parallel readers (default: the cores this process may use, %(default)s)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> int:
+    args = build_parser(prog).parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
+    bar = None if args.quiet else ProgressBar("prepare", "files")
+
+    def show(p: Progress) -> None:
+        assert bar is not None
+        rate = p.bytes_read / p.elapsed / 1e6 if p.elapsed else 0.0
+        bar.update(p.files_done, p.files_total, p.elapsed, f"{rate:,.0f} MB/s")
+
+    try:
+        report = prepare(
+            args.insights_dir,
+            args.output,
+            user=args.user,
+            all_users=args.all_users,
+            include_history=args.include_history,
+            threads=args.threads,
+            max_file_bytes=args.max_file_bytes,
+            follow_symlinks=args.follow_symlinks,
+            progress=show if bar else None,
+        )
+    except (StoreNotFoundError, OutputError, FileNotFoundError, ImportError) as exc:
+        if bar:
+            bar.close()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        if bar:
+            bar.close()
+        print(f"{prog}: interrupted; {args.output} was left as it was", file=sys.stderr)
+        return 130
+    if bar:
+        bar.close()
+    if args.report:
+        try:
+            report.write_json(args.report)
+        except OSError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    if not args.quiet:
+        for skip in report.skips:
+            print(f"skipped {skip.path}: {skip.reason.value}", file=sys.stderr)
+        print(report.summary())
+    if args.strict and report.skips:
+        if args.quiet:
+            print(f"{prog}: {len(report.skips)} inputs skipped (--strict)", file=sys.stderr)
+        return EXIT_SKIPPED_STRICT
+    return 0

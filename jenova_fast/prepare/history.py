@@ -1,0 +1,36 @@
+"""`--include-history`: a JSONL conversation log, one `user_message`/`ai_message` pair per line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from jenova_fast.prepare._pipeline_py import loads_strict
+from jenova_fast.prepare.report import Skip, SkipReason
+
+
+def iter_history_pairs(path: Path) -> Iterator[tuple[str, str] | Skip]:
+    """Each valid pair, or a Skip naming `FILE:LINE`; blank lines are not entries, as in the reference."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                obj = loads_strict(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                yield Skip(where, SkipReason.INVALID_UTF8)
+                continue
+            except ValueError:
+                yield Skip(where, SkipReason.INVALID_JSON)
+                continue
+            if not isinstance(obj, dict):
+                yield Skip(where, SkipReason.NOT_OBJECT)
+                continue
+            user, ai = obj.get("user_message"), obj.get("ai_message")
+            if user is None or ai is None or user == "" or ai == "":
+                yield Skip(where, SkipReason.INCOMPLETE_PAIR)
+            elif not (isinstance(user, str) and isinstance(ai, str)):
+                yield Skip(where, SkipReason.WRONG_TYPE)
+            else:
+                yield user, ai

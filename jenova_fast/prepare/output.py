@@ -1,0 +1,54 @@
+"""Atomic output: a temporary file beside the target, fsynced, renamed into place only when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+class OutputError(OSError):
+    """The output cannot be written; the message names the path and the fix."""
+
+
+@contextlib.contextmanager
+def atomic_output(target: Path) -> Iterator[BinaryIO]:
+    """Yield a binary file; on success it replaces `target`, on any failure `target` is left untouched."""
+    target = Path(target)
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise OutputError(
+            exc.errno, f"cannot write {target}: {exc.strerror}; choose a writable place with --output"
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            yield f
+            os.fsync(f.fileno())
+        if target.exists():
+            # keep the previous file's permissions rather than mkstemp's 0600
+            os.chmod(tmp, target.stat().st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

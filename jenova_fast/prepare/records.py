@@ -1,0 +1,39 @@
+"""The training record: the reference `prepare_data.py` wording, so existing fine-tunes stay comparable."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DEFAULT_TOPIC = "general"
+DEFAULT_USER = "user"
+
+# The reference's prompt and answer, split where the insight's fields go in.
+USER_PREFIX = "Hey Jenova, I've been thinking about our conversations on '"
+USER_SUFFIX = (
+    "'. Can you synthesize your understanding of this for me? What have you learned about my perspective on it?"
+)
+ASSISTANT_PREFIX = "Of course, "
+ASSISTANT_MIDDLE = ". Based on our discussions, I've developed an insight regarding '"
+ASSISTANT_SUFFIX = "'. My understanding is that: "
+
+
+def insight_messages(topic: str, content: str, user: str) -> dict[str, Any]:
+    return chat_record(
+        f"{USER_PREFIX}{topic}{USER_SUFFIX}",
+        f"{ASSISTANT_PREFIX}{user}{ASSISTANT_MIDDLE}{topic}{ASSISTANT_SUFFIX}{content}",
+    )
+
+
+def chat_record(user_text: str, assistant_text: str) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "user", "content": user_text},
+            {"role": "assistant", "content": assistant_text},
+        ]
+    }
+
+
+def dumps_line(record: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, one line: the output format both implementations must match byte for byte."""
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")

@@ -1,0 +1,90 @@
+"""What a prepare run did: counts, every skipped path with its reason, bytes and seconds."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+class SkipReason(str, enum.Enum):
+    """Why an input did not become a record. The values appear in reports and logs."""
+
+    EMPTY_FILE = "empty_file"
+    TOO_LARGE = "too_large"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_OBJECT = "not_object"
+    NO_CONTENT = "no_content"
+    WRONG_TYPE = "wrong_type"
+    UNREADABLE = "unreadable"
+    VANISHED = "vanished"
+    NOT_REGULAR = "not_regular"
+    SYMLINK = "symlink_not_followed"
+    SYMLINK_LOOP = "symlink_loop"
+    INCOMPLETE_PAIR = "incomplete_pair"
+
+
+# Native code reports reasons as small integers in this order.
+REASONS: tuple[SkipReason, ...] = tuple(SkipReason)
+
+
+@dataclass(frozen=True)
+class Skip:
+    path: str
+    reason: SkipReason
+    detail: str = ""
+
+
+@dataclass
+class PrepareReport:
+    """Returned by `prepare()`; `to_json()` is what `--report FILE.json` writes."""
+
+    output: str | None
+    implementation: str
+    threads: int
+    records: int = 0
+    insight_records: int = 0
+    history_records: int = 0
+    files_seen: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+    ignored: int = 0  # concerns.json files: known non-insights, not errors
+    skips: list[Skip] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for skip in self.skips:
+            counts[skip.reason.value] = counts.get(skip.reason.value, 0) + 1
+        return dict(sorted(counts.items()))
+
+    @property
+    def files_per_second(self) -> float:
+        return self.files_seen / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        skipped = sum(self.skipped.values())
+        reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.items())
+        where = f" into {self.output}" if self.output else ""
+        return (
+            f"prepared {self.records:,} records ({self.insight_records:,} insights, "
+            f"{self.history_records:,} history){where} from {self.files_seen:,} files "
+            f"({self.bytes_read / 1e6:,.1f} MB) in {self.seconds:.2f}s "
+            f"({self.files_per_second:,.0f} files/s, {self.implementation}, {self.threads} threads); "
+            f"skipped {skipped:,}" + (f" ({reasons})" if reasons else "")
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["skips"] = [{"path": s.path, "reason": s.reason.value, "detail": s.detail} for s in self.skips]
+        data["skipped"] = self.skipped
+        data["files_per_second"] = self.files_per_second
+        return data
+
+    def write_json(self, path: str | Path) -> None:
+        from jenova_fast.prepare.output import atomic_output
+
+        with atomic_output(Path(path)) as f:
+            f.write(json.dumps(self.to_dict(), ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
