@@ -15,7 +15,8 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from jenova_fast.prepare.records import DEFAULT_TOPIC, DEFAULT_USER, chat_record, dumps_line, insight_messages
+from jenova_fast.prepare._jsonl_py import format_chat, format_insight
+from jenova_fast.prepare.records import DEFAULT_TOPIC, DEFAULT_USER
 from jenova_fast.prepare.report import Skip, SkipReason
 
 MAX_DEPTH = 512  # nesting allowed in an input document; the native parser is configured the same
@@ -38,6 +39,9 @@ class ScanStats:
     files_seen: int = 0
     bytes_read: int = 0
     ignored: int = 0
+
+
+__all__ = ["Insight", "ScanStats", "count_files", "format_chat", "loads_strict", "parse_insight", "run", "scan"]
 
 
 class JSONRejected(ValueError):
@@ -276,7 +280,7 @@ def run(
         if isinstance(event, Skip):
             on_skip(event)
             continue
-        pending.append(dumps_line(insight_messages(event.topic, event.content, event.user)))
+        pending.append(format_insight(event.topic, event.content, event.user))
         records += 1
         if len(pending) >= 4096:
             write(b"".join(pending))
@@ -286,10 +290,6 @@ def run(
         write(b"".join(pending))
     progress(stats.files_seen, stats.bytes_read, total)
     return records, stats
-
-
-def format_chat(user_text: str, assistant_text: str) -> bytes:
-    return dumps_line(chat_record(user_text, assistant_text))
 
 
 def count_files(roots: list[str], follow_symlinks: bool) -> int:

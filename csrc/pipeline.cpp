@@ -1,0 +1,523 @@
+#include "pipeline.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <set>
+#include <utility>
+
+#include "simdjson.h"
+
+namespace jf {
+namespace {
+
+constexpr size_t kBatchItems = 256;
+
+enum Kind : int {
+  FILE_ITEM = 0,    // read and parse
+  SKIP_SEEN = 1,    // counted as a seen insight file, then skipped (not a regular file)
+  SKIP_UNSEEN = 2,  // skipped before it counts as a file (symlinks, unreadable directories)
+  IGNORED = 3,      // concerns.json: a known non-insight
+};
+
+bool ends_with_json(const std::string &name) {
+  return name.size() >= 5 && name.compare(name.size() - 5, 5, ".json") == 0;
+}
+
+int errno_reason(int err) {
+  if (err == ENOENT) return VANISHED;
+  if (err == ELOOP) return SYMLINK;
+  return UNREADABLE;
+}
+
+}  // namespace
+
+struct Dir {
+  int fd;
+  std::string path;
+  Dir(int fd_, std::string path_) : fd(fd_), path(std::move(path_)) {}
+  ~Dir() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+struct Item {
+  std::shared_ptr<Dir> dir;
+  std::string name;
+  int kind;
+  int reason;
+};
+
+struct Batch {
+  std::vector<Item> items;
+  Chunk result;
+  bool done = false;
+};
+
+// Per worker: a reusable, padded read buffer and a simdjson parser (the pure twin allows the same depth).
+struct Reader {
+  simdjson::dom::parser parser;
+  std::unique_ptr<char[]> buf;
+  size_t cap = 0;
+
+  explicit Reader(size_t max_depth) {
+    if (parser.allocate(64 * 1024, max_depth) != simdjson::SUCCESS) throw std::bad_alloc();
+    reserve(64 * 1024);
+  }
+  // Grows the buffer, keeping its first `keep` bytes.
+  void reserve(size_t n, size_t keep = 0) {
+    if (n <= cap) return;
+    size_t want = std::max(n, cap * 2);
+    std::unique_ptr<char[]> bigger(new char[want + simdjson::SIMDJSON_PADDING]);
+    if (keep) memcpy(bigger.get(), buf.get(), keep);
+    buf = std::move(bigger);
+    cap = want;
+  }
+};
+
+Pipeline::Pipeline(Options options) : opt_(std::move(options)) {
+  if (opt_.threads < 1) opt_.threads = 1;
+  max_inflight_ = static_cast<size_t>(opt_.threads) * 4 + 4;
+}
+
+Pipeline::~Pipeline() {
+  cancel();
+  for (auto &t : threads_)
+    if (t.joinable()) t.join();
+}
+
+void Pipeline::start() {
+  threads_.emplace_back(&Pipeline::walk, this);
+  for (int i = 0; i < opt_.threads; i++) threads_.emplace_back(&Pipeline::work, this);
+  if (opt_.count_total) threads_.emplace_back(&Pipeline::count, this);
+}
+
+void Pipeline::cancel() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancelled_ = true;
+  cv_walker_.notify_all();
+  cv_workers_.notify_all();
+  cv_merger_.notify_all();
+}
+
+void Pipeline::fail(const std::string &message) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (error_.empty()) error_ = message;
+  cancelled_ = true;
+  cv_walker_.notify_all();
+  cv_workers_.notify_all();
+  cv_merger_.notify_all();
+}
+
+// ---- walk ----------------------------------------------------------------------------------------
+
+void Pipeline::emit(const std::shared_ptr<Dir> &dir, std::string name, int kind, int reason) {
+  if (!building_) building_ = std::make_shared<Batch>();
+  building_->items.push_back(Item{dir, std::move(name), kind, reason});
+  if (building_->items.size() >= kBatchItems) flush_batch();
+}
+
+void Pipeline::flush_batch() {
+  if (!building_ || building_->items.empty()) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_walker_.wait(lock, [&] { return cancelled_ || inflight_.size() < max_inflight_; });
+  if (cancelled_) return;
+  inflight_.push_back(building_);
+  todo_.push_back(building_);
+  building_.reset();
+  cv_workers_.notify_one();
+}
+
+namespace {
+
+struct Entry {
+  std::string name;
+  unsigned char type;  // d_type: lets most entries skip a stat call
+  bool operator<(const Entry &other) const { return name < other.name; }
+};
+
+struct Level {
+  std::shared_ptr<Dir> dir;
+  std::vector<Entry> names;
+  size_t next = 0;
+  dev_t dev;
+  ino_t ino;
+};
+
+// Sorted names of a directory, hidden ones left out (the reference's glob never sees them).
+bool list_sorted(int fd, std::vector<Entry> &names) {
+  int dup_fd = dup(fd);
+  if (dup_fd < 0) return false;
+  DIR *d = fdopendir(dup_fd);
+  if (!d) {
+    close(dup_fd);
+    return false;
+  }
+  while (struct dirent *e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    names.push_back(Entry{e->d_name, e->d_type});
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return true;
+}
+
+}  // namespace
+
+void Pipeline::walk_root(const std::string &root) {
+  std::string base = root;
+  std::vector<Level> stack;
+  auto open_dir = [&](int parent_fd, const std::string &name, const std::string &path, bool follow,
+                      const std::shared_ptr<Dir> &parent) -> bool {
+    int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
+    int fd = openat(parent_fd, name.c_str(), flags);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+      int err = errno;
+      if (fd >= 0) close(fd);
+      emit(parent, name, SKIP_UNSEEN, errno_reason(err));
+      return false;
+    }
+    Level level;
+    level.dir = std::make_shared<Dir>(fd, path);
+    level.dev = st.st_dev;
+    level.ino = st.st_ino;
+    if (!list_sorted(fd, level.names)) {
+      emit(parent, name, SKIP_UNSEEN, errno_reason(errno));
+      return false;
+    }
+    stack.push_back(std::move(level));
+    return true;
+  };
+  // The root is reported by its own path: a pseudo-directory whose path is empty.
+  auto top = std::make_shared<Dir>(AT_FDCWD, std::string());
+  top->fd = -1;
+  {
+    int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+      int err = errno;
+      if (fd >= 0) close(fd);
+      emit(top, root, SKIP_UNSEEN, errno_reason(err));
+      return;
+    }
+    Level level;
+    level.dir = std::make_shared<Dir>(fd, root);
+    level.dev = st.st_dev;
+    level.ino = st.st_ino;
+    if (!list_sorted(fd, level.names)) {
+      emit(top, root, SKIP_UNSEEN, errno_reason(errno));
+      return;
+    }
+    stack.push_back(std::move(level));
+  }
+  while (!stack.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cancelled_) return;
+    }
+    Level &level = stack.back();
+    if (level.next >= level.names.size()) {
+      stack.pop_back();
+      continue;
+    }
+    Entry &entry = level.names[level.next++];
+    std::string name = std::move(entry.name);
+    std::shared_ptr<Dir> dir = level.dir;
+    const bool is_json = ends_with_json(name);
+    mode_t mode;
+    if (entry.type == DT_REG) {
+      mode = S_IFREG;
+    } else if (entry.type == DT_DIR) {
+      mode = S_IFDIR;
+    } else if (entry.type == DT_LNK) {
+      mode = S_IFLNK;
+    } else {
+      struct stat st;
+      if (fstatat(dir->fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (is_json) emit(dir, name, SKIP_UNSEEN, errno_reason(errno));
+        continue;
+      }
+      mode = st.st_mode;
+    }
+    bool follow = false;
+    if (S_ISLNK(mode)) {
+      struct stat target;
+      bool ok = fstatat(dir->fd, name.c_str(), &target, 0) == 0;
+      int err = errno;
+      if (!opt_.follow_symlinks) {
+        if (is_json || (ok && S_ISDIR(target.st_mode))) emit(dir, name, SKIP_UNSEEN, SYMLINK);
+        continue;
+      }
+      if (!ok) {
+        if (is_json) emit(dir, name, SKIP_UNSEEN, errno_reason(err));
+        continue;
+      }
+      if (S_ISDIR(target.st_mode)) {
+        bool loop = false;
+        for (const Level &a : stack) loop = loop || (a.dev == target.st_dev && a.ino == target.st_ino);
+        if (loop) {
+          emit(dir, name, SKIP_UNSEEN, SYMLINK_LOOP);
+          continue;
+        }
+      }
+      mode = target.st_mode;
+      follow = true;
+    }
+    if (S_ISDIR(mode)) {
+      open_dir(dir->fd, name, dir->path + "/" + name, follow, dir);
+    } else if (is_json) {
+      if (name == "concerns.json") {
+        emit(dir, name, IGNORED, 0);
+      } else if (!S_ISREG(mode)) {
+        emit(dir, name, SKIP_SEEN, NOT_REGULAR);
+      } else {
+        emit(dir, name, FILE_ITEM, 0);
+      }
+    }
+  }
+}
+
+void Pipeline::walk() {
+  try {
+    for (const std::string &root : opt_.roots) {
+      walk_root(root);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cancelled_) break;
+    }
+    flush_batch();
+  } catch (const std::exception &e) {
+    fail(std::string("walker: ") + e.what());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  walk_done_ = true;
+  cv_workers_.notify_all();
+  cv_merger_.notify_all();
+}
+
+// ---- count (for the progress bar's ETA) ---------------------------------------------------------
+
+void Pipeline::count() {
+  int64_t total = 0;
+  std::set<std::pair<dev_t, ino_t>> seen;
+  std::vector<int> stack;
+  for (auto it = opt_.roots.rbegin(); it != opt_.roots.rend(); ++it) {
+    int fd = open(it->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) stack.push_back(fd);
+  }
+  while (!stack.empty()) {
+    int fd = stack.back();
+    stack.pop_back();
+    struct stat st;
+    DIR *d = nullptr;
+    if (fstat(fd, &st) == 0 && seen.insert({st.st_dev, st.st_ino}).second) d = fdopendir(fd);
+    if (!d) {
+      close(fd);
+      continue;
+    }
+    while (struct dirent *e = readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      bool is_dir = e->d_type == DT_DIR;
+      if (e->d_type == DT_UNKNOWN || (e->d_type == DT_LNK && opt_.follow_symlinks)) {
+        struct stat s;
+        int flags = opt_.follow_symlinks ? 0 : AT_SYMLINK_NOFOLLOW;
+        is_dir = fstatat(dirfd(d), e->d_name, &s, flags) == 0 && S_ISDIR(s.st_mode);
+      }
+      if (is_dir) {
+        int child = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (child >= 0) stack.push_back(child);
+      } else {
+        std::string name(e->d_name);
+        if (ends_with_json(name) && name != "concerns.json") total++;
+      }
+    }
+    closedir(d);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cancelled_) break;
+  }
+  for (int fd : stack) close(fd);
+  files_total.store(total);
+}
+
+// ---- read + parse --------------------------------------------------------------------------------
+
+namespace {
+
+// Reads the whole file into reader.buf; returns its length, or -(reason + 1).
+int64_t read_file(Reader &reader, const Dir &dir, const std::string &name, const Options &opt) {
+  int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (opt.follow_symlinks ? 0 : O_NOFOLLOW);
+  int fd = openat(dir.fd, name.c_str(), flags);
+  if (fd < 0) return -(errno_reason(errno) + 1);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return -(errno_reason(err) + 1);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return -(NOT_REGULAR + 1);
+  }
+  uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size > opt.max_bytes) {
+    close(fd);
+    return -(TOO_LARGE + 1);
+  }
+  // Ask for one byte more than fstat said: a short read then proves EOF without another call.
+  size_t total = 0;
+  size_t want = static_cast<size_t>(size) + 1;
+  for (;;) {
+    reader.reserve(total + want, total);
+    ssize_t n = read(fd, reader.buf.get() + total, want);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      close(fd);
+      return -(errno_reason(err) + 1);
+    }
+    total += static_cast<size_t>(n);
+    if (total > opt.max_bytes) {
+      close(fd);
+      return -(TOO_LARGE + 1);
+    }
+    if (static_cast<size_t>(n) < want) break;
+    want = 65536;  // the file grew since fstat
+  }
+  close(fd);
+  return static_cast<int64_t>(total);
+}
+
+// (topic, content, user) are views into the parser's string buffer, valid until the next parse.
+int parse_insight(Reader &reader, size_t len, std::string_view &topic, std::string_view &content,
+                  std::string_view &user) {
+  const char *data = reader.buf.get();
+  if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0) {
+    data += 3;
+    len -= 3;
+  }
+  if (!simdjson::validate_utf8(data, len)) return INVALID_UTF8;
+  simdjson::dom::element root;
+  if (reader.parser.parse(data, len, false).get(root) != simdjson::SUCCESS) return INVALID_JSON;
+  simdjson::dom::object obj;
+  if (root.get_object().get(obj) != simdjson::SUCCESS) return NOT_OBJECT;
+  simdjson::dom::element c, t, u;
+  bool has_c = false, has_t = false, has_u = false;
+  for (auto field : obj) {  // the last of duplicate keys wins, as in Python's json
+    if (field.key == "content") {
+      c = field.value;
+      has_c = true;
+    } else if (field.key == "topic") {
+      t = field.value;
+      has_t = true;
+    } else if (field.key == "user") {
+      u = field.value;
+      has_u = true;
+    }
+  }
+  if (!has_c || c.is_null()) return NO_CONTENT;
+  if (c.is_string() && c.get_string().value_unsafe().empty()) return NO_CONTENT;
+  topic = "general";
+  user = "user";
+  if (!c.is_string()) return WRONG_TYPE;
+  content = c.get_string().value_unsafe();
+  if (has_t && !t.is_null()) {
+    if (!t.is_string()) return WRONG_TYPE;
+    topic = t.get_string().value_unsafe();
+  }
+  if (has_u && !u.is_null()) {
+    if (!u.is_string()) return WRONG_TYPE;
+    user = u.get_string().value_unsafe();
+  }
+  return -1;
+}
+
+std::string join(const Dir &dir, const std::string &name) {
+  return dir.path.empty() ? name : dir.path + "/" + name;
+}
+
+}  // namespace
+
+void Pipeline::work() {
+  try {
+    Reader reader(opt_.max_depth);
+    for (;;) {
+      std::shared_ptr<Batch> batch;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_workers_.wait(lock, [&] { return cancelled_ || !todo_.empty() || walk_done_; });
+        if (cancelled_ || todo_.empty()) return;
+        batch = todo_.front();
+        todo_.pop_front();
+      }
+      Chunk &out = batch->result;
+      for (Item &item : batch->items) {
+        if (item.kind == IGNORED) {
+          out.ignored++;
+          continue;
+        }
+        if (item.kind == SKIP_UNSEEN) {
+          out.skips.push_back(Skip{join(*item.dir, item.name), item.reason});
+          continue;
+        }
+        out.files++;
+        if (item.kind == SKIP_SEEN) {
+          out.skips.push_back(Skip{join(*item.dir, item.name), item.reason});
+          continue;
+        }
+        int64_t n = read_file(reader, *item.dir, item.name, opt_);
+        if (n < 0) {
+          out.skips.push_back(Skip{join(*item.dir, item.name), static_cast<int>(-n - 1)});
+          continue;
+        }
+        out.bytes += static_cast<uint64_t>(n);
+        if (n == 0) {
+          out.skips.push_back(Skip{join(*item.dir, item.name), EMPTY_FILE});
+          continue;
+        }
+        std::string_view topic, content, user;
+        int reason = parse_insight(reader, static_cast<size_t>(n), topic, content, user);
+        if (reason >= 0) {
+          out.skips.push_back(Skip{join(*item.dir, item.name), reason});
+          continue;
+        }
+        opt_.format(&out.data, topic.data(), topic.size(), content.data(), content.size(), user.data(),
+                    user.size());
+        out.records++;
+      }
+      batch->items.clear();  // releases directory fds early
+      batch->items.shrink_to_fit();
+      std::lock_guard<std::mutex> lock(mu_);
+      batch->done = true;
+      cv_merger_.notify_all();
+    }
+  } catch (const std::exception &e) {
+    fail(std::string("reader: ") + e.what());
+  }
+}
+
+// ---- merge ---------------------------------------------------------------------------------------
+
+int Pipeline::next(Chunk &out, int timeout_ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto ready = [&] {
+    return cancelled_ || (!inflight_.empty() && inflight_.front()->done) || (walk_done_ && inflight_.empty());
+  };
+  if (!cv_merger_.wait_for(lock, std::chrono::milliseconds(timeout_ms), ready)) return 0;
+  if (cancelled_ || inflight_.empty()) return -1;
+  std::shared_ptr<Batch> batch = inflight_.front();
+  inflight_.pop_front();
+  cv_walker_.notify_one();
+  lock.unlock();
+  out = std::move(batch->result);
+  files_done.fetch_add(out.files);
+  bytes_done.fetch_add(out.bytes);
+  return 1;
+}
+
+}  // namespace jf

@@ -1,0 +1,104 @@
+// The native prepare pipeline: walk -> read -> parse, in parallel, output kept in sorted path order.
+//
+// One walker thread lists directories (sorted, openat-relative, never a global path list) into
+// batches; worker threads read and parse each batch's files with simdjson and render records through
+// the Cython writer's `format` callback; `next()` hands finished batches out strictly in order.
+// Memory is bounded by the number of batches in flight. Semantics mirror _pipeline_py.py exactly.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace jf {
+
+// Same order as jenova_fast.prepare.report.SkipReason.
+enum Reason : int {
+  EMPTY_FILE = 0,
+  TOO_LARGE,
+  INVALID_UTF8,
+  INVALID_JSON,
+  NOT_OBJECT,
+  NO_CONTENT,
+  WRONG_TYPE,
+  UNREADABLE,
+  VANISHED,
+  NOT_REGULAR,
+  SYMLINK,
+  SYMLINK_LOOP,
+};
+
+// Appends one rendered record (a JSONL line) to `out`; implemented by the Cython writer.
+typedef void (*format_fn)(std::string *out, const char *topic, size_t topic_len, const char *content,
+                          size_t content_len, const char *user, size_t user_len);
+
+struct Skip {
+  std::string path;
+  int reason;
+};
+
+struct Chunk {
+  std::string data;
+  std::vector<Skip> skips;
+  uint64_t files = 0, bytes = 0, records = 0, ignored = 0;
+};
+
+struct Options {
+  std::vector<std::string> roots;
+  uint64_t max_bytes = 16u << 20;
+  bool follow_symlinks = false;
+  int threads = 1;
+  bool count_total = false;
+  size_t max_depth = 512;
+  format_fn format = nullptr;
+};
+
+struct Batch;
+struct Dir;
+
+class Pipeline {
+ public:
+  explicit Pipeline(Options options);
+  ~Pipeline();
+  Pipeline(const Pipeline &) = delete;
+  Pipeline &operator=(const Pipeline &) = delete;
+
+  void start();
+  // 1: `out` holds the next chunk in order; 0: nothing yet after timeout_ms; -1: all done (or failed).
+  int next(Chunk &out, int timeout_ms);
+  void cancel();
+  const std::string &error() const { return error_; }
+
+  std::atomic<uint64_t> files_done{0};
+  std::atomic<uint64_t> bytes_done{0};
+  std::atomic<int64_t> files_total{-1};
+
+ private:
+  void walk();
+  void work();
+  void count();
+  void walk_root(const std::string &root);
+  void emit(const std::shared_ptr<Dir> &dir, std::string name, int kind, int reason);
+  void flush_batch();
+  void fail(const std::string &message);
+
+  Options opt_;
+  std::mutex mu_;
+  std::condition_variable cv_walker_, cv_workers_, cv_merger_;
+  std::deque<std::shared_ptr<Batch>> inflight_;  // in sequence order, the merger pops the front
+  std::deque<std::shared_ptr<Batch>> todo_;      // waiting for a worker
+  std::shared_ptr<Batch> building_;
+  bool walk_done_ = false;
+  bool cancelled_ = false;
+  std::string error_;
+  std::vector<std::thread> threads_;
+  size_t max_inflight_;
+};
+
+}  // namespace jf

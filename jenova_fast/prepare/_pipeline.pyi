@@ -1,0 +1,18 @@
+from collections.abc import Callable
+
+from jenova_fast.prepare._pipeline_py import ScanStats
+from jenova_fast.prepare.report import Skip
+
+def run(
+    roots: list[str],
+    *,
+    max_bytes: int,
+    follow_symlinks: bool,
+    threads: int,
+    write: Callable[[bytes], object],
+    on_skip: Callable[[Skip], object],
+    progress: Callable[[int, int, int | None], object],
+    count_total: bool = False,
+) -> tuple[int, ScanStats]: ...
+def format_insight(topic: str, content: str, user: str) -> bytes: ...
+def format_chat(user_text: str, assistant_text: str) -> bytes: ...
