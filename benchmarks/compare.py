@@ -54,6 +54,7 @@ class Approach:
     writes_output: bool = True
     is_peer: bool = True  # counts for "fastest peer"
     skip_reason: str | None = None
+    src: str | None = None  # where jenova_fast is imported from, when not this repo
 
 
 @dataclass
@@ -160,6 +161,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cold", action="store_true", help="evict the store from the page cache before every run")
     parser.add_argument(
         "--floor-threads", type=int, default=32, help="with --cold, also run the floor with this many threads"
+    )
+    parser.add_argument(
+        "--jenova-src",
+        help="import jenova_fast from this source tree (e.g. a built checkout) instead of the installed/this one",
     )
     parser.add_argument("--approaches", help="comma-separated keys to run (default: all available)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a run is killed")
@@ -273,6 +278,9 @@ def _approaches(args: argparse.Namespace, store: Path, threads: int, floor_bin: 
         return lambda out: [str(floor_bin), "--threads", str(n), str(store)]
 
     def prepare(out: Path) -> list[str]:
+        if args.jenova_src:  # python -P: the current directory (this repo) must not shadow --jenova-src
+            return [py, "-P", "-m", "jenova_fast.prepare", "--insights-dir", str(store), "--threads", str(threads),
+                    "--output", str(out), "--quiet"]  # fmt: skip
         return [py, "-m", "jenova_fast.prepare", "--insights-dir", str(store), "--threads", str(threads),
                 "--output", str(out), "--quiet"]  # fmt: skip
 
@@ -322,6 +330,9 @@ def _approaches(args: argparse.Namespace, store: Path, threads: int, floor_bin: 
         ),
         Approach("jq", f"jq over xargs (-P {threads})", peer("jq_xargs"), needs_tools=("jq", "xargs", "awk")),
     ]
+    for a in found:
+        if a.key in ("pure", "jenova") and args.jenova_src:
+            a.src = str(Path(args.jenova_src).resolve())
     return found
 
 
@@ -340,7 +351,7 @@ def _mark_missing(a: Approach) -> None:
 def _run(a: Approach, output: Path, tmp: Path, timeout: float, launcher: Path | None) -> Run:
     """One run in its own subprocess, started through io_floor --measure so that its peak RSS is its own."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (a.src or str(REPO), env.get("PYTHONPATH")) if p)
     for name, value in a.env.items():
         if value is None:
             env.pop(name, None)
@@ -498,6 +509,7 @@ def _summarise(args, store, threads, counts, approaches, rows, checker) -> dict:
         "cache": "cold" if args.cold else "warm",
         "repeat": args.repeat,
         "machine": _machine(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "results": results,
         "targets": _targets(args, rows, floor, best_floor, reference),
     }
@@ -621,6 +633,7 @@ def _table(result: dict) -> str:
     m = result["machine"]
     lines += [
         "",
+        f"load average (1, 5, 15 min) at the end: {result['load_average_at_end']}",
         f"machine: {m['cpu']}, {m['cores_usable']} usable cores, {m['memory']} RAM, "
         f"Linux {m['kernel']}, Python {m['python']}",
         f"command: {result['command']}",
