@@ -1,0 +1,5 @@
+import sys
+
+from jenova_fast.finetune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,76 @@
+"""Held-out loss of a model (before and after training) and a one-prompt smoke generation.
+
+The loss is computed by plain inference (llama_decode, logits of every position, cross-entropy in numpy),
+independently of the trainer, so it measures route A and a user's `llama-finetune` (route B) alike.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from jenova_fast.finetune.runtime import llama_cpp_module, load_model, new_context
+from jenova_fast.finetune.validate import FinetuneError
+
+
+@dataclass(frozen=True)
+class LossReport:
+    loss: float  # mean next-token cross-entropy, nats/token
+    accuracy: float  # fraction of next tokens predicted exactly (argmax)
+    tokens: int
+
+
+def heldout_loss(model_path: str | os.PathLike[str], windows: np.ndarray, threads: int) -> LossReport:
+    """Score windows of n_ctx + 1 tokens: predict tokens 1..n_ctx from their prefixes."""
+    lc = llama_cpp_module()
+    if len(windows) == 0:
+        raise FinetuneError("no held-out windows to evaluate; add records or raise --eval-fraction")
+    n_ctx = windows.shape[1] - 1
+    total = correct = count = 0.0
+    with load_model(model_path) as model, new_context(model, n_ctx, threads) as ctx:
+        n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
+        batch = lc.llama_batch_init(n_ctx, 0, 1)
+        try:
+            batch.n_tokens = n_ctx
+            tokens = np.ctypeslib.as_array(batch.token, shape=(n_ctx,))
+            np.ctypeslib.as_array(batch.pos, shape=(n_ctx,))[:] = np.arange(n_ctx)
+            np.ctypeslib.as_array(batch.n_seq_id, shape=(n_ctx,))[:] = 1
+            np.ctypeslib.as_array(batch.logits, shape=(n_ctx,))[:] = 1
+            for i in range(n_ctx):
+                batch.seq_id[i][0] = 0
+            for row in windows:
+                lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+                tokens[:] = row[:-1]
+                if lc.llama_decode(ctx, batch) != 0:
+                    raise FinetuneError(f"{model_path}: llama_decode failed while scoring held-out data")
+                logits_ptr = ctypes.cast(lc.llama_get_logits(ctx), ctypes.POINTER(ctypes.c_float))
+                logits = np.ctypeslib.as_array(logits_ptr, shape=(n_ctx, n_vocab)).astype(np.float64)
+                labels = row[1:]
+                top = logits.max(axis=1)
+                logz = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+                total += float((logz - logits[np.arange(n_ctx), labels]).sum())
+                correct += float((logits.argmax(axis=1) == labels).sum())
+                count += n_ctx
+        finally:
+            lc.llama_batch_free(batch)
+    return LossReport(total / count, correct / count, int(count))
+
+
+def smoke_generate(model_path: str | os.PathLike[str], messages: list[dict[str, str]], *,
+                   max_tokens: int = 32, threads: int = 1) -> str:
+    """Answer one chat turn the way the assistant will: llama-cpp-python, the GGUF's own chat template."""
+    from llama_cpp import Llama
+
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=0)
+    prompt = messages[: last_user + 1]
+    llm: Any = Llama(model_path=os.fspath(model_path), n_ctx=512, n_threads=threads, n_threads_batch=threads,
+                     verbose=False)
+    try:
+        reply = llm.create_chat_completion(messages=prompt, max_tokens=max_tokens, temperature=0.0, seed=0)
+    finally:
+        llm.close()
+    return reply["choices"][0]["message"]["content"] or ""

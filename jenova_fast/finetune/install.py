@@ -1,0 +1,110 @@
+"""Put a model at models/jenova.gguf atomically, keep the previous one as jenova.prev.gguf, roll back.
+
+At every instant `jenova.gguf` is a complete model: the new file is copied beside it and renamed over it,
+and the old one is hard-linked to `jenova.prev.gguf` before that rename. A candidate that fails validation
+never gets there. Nothing else in the project (the CPA state, train.jsonl) is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from jenova_fast.finetune.validate import FinetuneError, inspect_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS_DIR = Path("models")
+INSTALLED_NAME = "jenova.gguf"
+
+
+def prev_path(target: Path) -> Path:
+    return target.with_name(f"{target.stem}.prev{target.suffix}")
+
+
+def validate_model_file(path: str | os.PathLike[str]) -> None:
+    """A readable GGUF with tensors that llama.cpp itself loads; anything else raises FinetuneError."""
+    from jenova_fast.finetune.runtime import load_model
+
+    info = inspect_model(path)
+    if info.types.n_tensors == 0:
+        raise FinetuneError(f"{path}: the GGUF has no tensors; it is not a usable model")
+    with load_model(path):
+        pass
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    installed: Path
+    previous: Path | None  # where the model it replaced now is, if there was one
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # filesystems without hard links
+        shutil.copyfile(src, dst)
+
+
+def install_model(candidate: str | os.PathLike[str], target: str | os.PathLike[str] | None = None,
+                  *, validate: bool = True) -> InstallResult:
+    """Install `candidate` at `target` (default models/jenova.gguf); the replaced model becomes .prev."""
+    candidate = Path(candidate)
+    target = Path(target) if target is not None else DEFAULT_MODELS_DIR / INSTALLED_NAME
+    if validate:
+        validate_model_file(candidate)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    tmp_new = target.with_name(f".{target.name}.new{pid}")
+    tmp_prev = target.with_name(f".{target.name}.prev{pid}")
+    try:
+        if candidate.resolve() == target.resolve():
+            raise FinetuneError(f"{candidate}: already installed at {target}")
+        shutil.copyfile(candidate, tmp_new)
+        with open(tmp_new, "rb") as fh:
+            os.fsync(fh.fileno())
+        previous = None
+        if target.exists():
+            previous = prev_path(target)
+            _link_or_copy(target, tmp_prev)
+            os.replace(tmp_prev, previous)
+        os.replace(tmp_new, target)
+        _fsync_dir(target.parent)
+    finally:
+        tmp_new.unlink(missing_ok=True)
+        tmp_prev.unlink(missing_ok=True)
+    log.debug("installed %s at %s%s", candidate, target, f" (previous kept as {previous})" if previous else "")
+    return InstallResult(target, previous)
+
+
+def rollback(target: str | os.PathLike[str] | None = None) -> InstallResult:
+    """Swap `target` and its .prev: the previous model is back, and a second rollback undoes the first."""
+    target = Path(target) if target is not None else DEFAULT_MODELS_DIR / INSTALLED_NAME
+    previous = prev_path(target)
+    if not previous.exists():
+        raise FinetuneError(f"{previous}: no previous model to roll back to (one is kept by each install)")
+    validate_model_file(previous)
+    tmp_cur = target.with_name(f".{target.name}.cur{os.getpid()}")
+    try:
+        had_current = target.exists()
+        if had_current:
+            _link_or_copy(target, tmp_cur)
+        os.replace(previous, target)
+        if had_current:
+            os.replace(tmp_cur, previous)
+        _fsync_dir(target.parent)
+    finally:
+        tmp_cur.unlink(missing_ok=True)
+    log.info("rolled back %s to the previous model", target)
+    return InstallResult(target, previous if had_current else None)

@@ -1,0 +1,155 @@
+"""llama.cpp as llama-cpp-python installs it: import it or say how to get it, load models, make contexts.
+
+Everything here goes through llama-cpp-python's own ctypes bindings (`llama_cpp.llama_cpp`), which match
+the libllama they ship; only the training entry points need declarations of our own (`train_inprocess`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jenova_fast.finetune.validate import FinetuneError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'jenova-fast[finetune]'"
+GGML_TYPE_F32 = 0
+LLAMA_LOAD_MODE_NONE = 0  # plain reads into writable buffers; training needs writable weights
+LLAMA_FLASH_ATTN_TYPE_DISABLED = 0  # FLASH_ATTN_EXT has no backward pass
+
+
+_LLAMA_LOG = logging.getLogger("jenova_fast.finetune.llama_cpp")
+# enum ggml_log_level -> logging level; llama.cpp's INFO chatter is DEBUG here, its warnings stay warnings.
+# 5 (CONT) continues the previous message.
+_LEVELS = {0: logging.CRITICAL, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+_log_callback: Any = None
+_last_level = [logging.DEBUG]
+
+
+def llama_cpp_module() -> Any:
+    """`llama_cpp.llama_cpp` (the raw bindings), or a FinetuneError naming the install command.
+    llama.cpp's own log goes to `logging` (llama-cpp-python would print it to stderr)."""
+    global _log_callback
+    try:
+        import gguf  # noqa: F401  (needed by every step; fail here, once, with the same hint)
+        import llama_cpp.llama_cpp as lc
+    except ImportError as exc:
+        raise FinetuneError(
+            f"fine-tuning needs llama-cpp-python and gguf ({exc}); install them with: {INSTALL_HINT} "
+            "(llama-cpp-python builds llama.cpp from source, about 7 minutes on 2 cores)"
+        ) from exc
+    if _log_callback is None:
+        import ctypes
+
+        @lc.llama_log_callback
+        def route(level: int, text: bytes, _userdata: Any) -> None:
+            _last_level[0] = py_level = _LEVELS.get(level, _last_level[0])
+            message = text.decode("utf-8", "replace").rstrip()
+            if message and _LLAMA_LOG.isEnabledFor(py_level):
+                _LLAMA_LOG.log(py_level, "%s", message)
+
+        _log_callback = route  # must outlive every call into llama.cpp
+        lc.llama_log_set(route, ctypes.c_void_p(0))
+    return lc
+
+
+def library_dir() -> Path:
+    """The folder with libllama.so and libggml-base.so shipped inside llama-cpp-python."""
+    lc = llama_cpp_module()
+    return Path(lc.__file__).parent / "lib"
+
+
+def free_cores() -> int:
+    """Cores this process may run on; more threads than that makes ggml's spinning threads 30-60x slower."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def pick_threads(requested: int | None) -> int:
+    cores = free_cores()
+    if requested is None or requested <= 0:
+        return cores
+    if requested > cores:
+        log.warning("--threads %d is more than the %d free cores; using %d (oversubscribing is 30-60x slower)",
+                    requested, cores, cores)
+        return cores
+    return requested
+
+
+@contextlib.contextmanager
+def load_model(path: str | os.PathLike[str], *, writable: bool = False, vocab_only: bool = False) -> Iterator[Any]:
+    """A `llama_model *`, freed on exit. `writable` loads without mmap, as training requires."""
+    lc = llama_cpp_module()
+    lc.llama_backend_init()
+    params = lc.llama_model_default_params()
+    params.vocab_only = vocab_only
+    if writable:
+        params.load_mode = LLAMA_LOAD_MODE_NONE
+    model = lc.llama_model_load_from_file(os.fsencode(path), params)
+    if not model:
+        raise FinetuneError(f"{path}: llama.cpp could not load this model; check it with `python -m gguf.scripts"
+                            ".gguf_dump {path}` and convert it again with a current convert_hf_to_gguf.py")
+    try:
+        yield model
+    finally:
+        lc.llama_model_free(model)
+
+
+@contextlib.contextmanager
+def new_context(model: Any, n_ctx: int, n_threads: int, *, training: bool = False) -> Iterator[Any]:
+    """A `llama_context *` with ctx == batch == ubatch (what training and whole-window scoring need)."""
+    lc = llama_cpp_module()
+    params = lc.llama_context_default_params()
+    params.n_ctx = params.n_batch = params.n_ubatch = n_ctx
+    params.n_threads = params.n_threads_batch = n_threads
+    params.no_perf = True
+    if training:
+        params.type_k = params.type_v = GGML_TYPE_F32  # OUT_PROD has no F16 support
+        params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED
+    ctx = lc.llama_init_from_model(model, params)
+    if not ctx:
+        raise FinetuneError(f"llama.cpp could not create a context of {n_ctx} tokens; lower --ctx")
+    try:
+        yield ctx
+    finally:
+        lc.llama_free(ctx)
+
+
+def tokenize(model: Any, text: str, *, parse_special: bool = True, add_bos: bool = False) -> np.ndarray:
+    """Token ids (int32). Special tokens are parsed by default, so `</s>` or `<|im_end|>` become single real
+    tokens; no BOS by default (the caller decides, as templates often write it themselves)."""
+    lc = llama_cpp_module()
+    vocab = lc.llama_model_get_vocab(model)
+    data = text.encode("utf-8")
+    n_max = len(data) + 16
+    for _ in range(2):
+        buf = (lc.llama_token * n_max)()
+        n = lc.llama_tokenize(vocab, data, len(data), buf, n_max, add_bos, parse_special)
+        if n >= 0:
+            return np.frombuffer(buf, dtype=np.int32, count=n).copy()
+        n_max = -n
+    raise FinetuneError("llama.cpp's tokenizer failed on a rendered record")
+
+
+def special_tokens(model: Any) -> tuple[int, int, bool, str, str]:
+    """(bos id, eos id, whether the model wants a BOS first, BOS text, EOS text)."""
+    lc = llama_cpp_module()
+    vocab = lc.llama_model_get_vocab(model)
+    bos, eos = lc.llama_vocab_bos(vocab), lc.llama_vocab_eos(vocab)
+
+    def text(token: int) -> str:
+        if token < 0:
+            return ""
+        raw = lc.llama_vocab_get_text(vocab, token)
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    return bos, eos, bool(lc.llama_vocab_get_add_bos(vocab)), text(bos), text(eos)

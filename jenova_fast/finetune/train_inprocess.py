@@ -1,0 +1,234 @@
+"""Route A: train in this process through the libllama / libggml-base that llama-cpp-python installs.
+
+It is what llama.cpp's `llama-finetune` does (llama_opt_init + llama_opt_epoch + llama_model_save_to_file)
+with three differences that matter: special tokens are parsed (the real EOS is learned), the held-out windows
+come from held-out records, and each step reports back through a callback for the progress bar.
+
+llama-cpp-python declares `llama_opt_params` without its trailing `optimizer_type` field, and declares no
+ggml_opt_* functions, so both are declared here against the shipped libraries.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jenova_fast.finetune.runtime import library_dir, llama_cpp_module, load_model, new_context
+
+log = logging.getLogger(__name__)
+
+GGML_TYPE_I32 = 26
+OPTIMIZERS = {"adamw": 0, "sgd": 1}  # enum ggml_opt_optimizer_type
+
+
+class _AdamW(ctypes.Structure):
+    _fields_ = [("alpha", ctypes.c_float), ("beta1", ctypes.c_float), ("beta2", ctypes.c_float),
+                ("eps", ctypes.c_float), ("wd", ctypes.c_float)]
+
+
+class _SGD(ctypes.Structure):
+    _fields_ = [("alpha", ctypes.c_float), ("wd", ctypes.c_float)]
+
+
+class OptimizerParams(ctypes.Structure):
+    """struct ggml_opt_optimizer_params (ggml-opt.h)."""
+
+    _fields_ = [("adamw", _AdamW), ("sgd", _SGD)]
+
+
+class LlamaOptParams(ctypes.Structure):
+    """struct llama_opt_params (llama.h), including `optimizer_type`."""
+
+    _fields_ = [
+        ("n_ctx_train", ctypes.c_uint32),
+        ("param_filter", ctypes.c_void_p),
+        ("param_filter_ud", ctypes.c_void_p),
+        ("get_opt_pars", ctypes.c_void_p),
+        ("get_opt_pars_ud", ctypes.c_void_p),
+        ("optimizer_type", ctypes.c_int),
+    ]
+
+
+# void (*ggml_opt_epoch_callback)(bool train, ggml_opt_context_t, ggml_opt_dataset_t, ggml_opt_result_t,
+#                                 int64_t ibatch, int64_t ibatch_max, int64_t t_start_us)
+EpochCallback = ctypes.CFUNCTYPE(None, ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                 ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)
+
+
+class _Lib:
+    """The training entry points of libllama and libggml-base, with their C signatures."""
+
+    def __init__(self) -> None:
+        llama_cpp_module()  # loads the libraries (and their dependencies) the way llama-cpp-python does
+        folder = library_dir()
+        self.llama = ctypes.CDLL(str(folder / "libllama.so"))
+        self.ggml = ctypes.CDLL(str(folder / "libggml-base.so"))
+        p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        dbl = ctypes.POINTER(ctypes.c_double)
+        signatures: list[tuple[Any, str, list[Any], Any]] = [
+            (self.llama, "llama_opt_init", [p, p, LlamaOptParams], None),
+            (self.llama, "llama_opt_epoch", [p, p, p, p, i64, EpochCallback, EpochCallback], None),
+            (self.llama, "llama_model_save_to_file", [p, ctypes.c_char_p], None),
+            (self.ggml, "ggml_opt_dataset_init", [c_int, c_int, i64, i64, i64, i64], p),
+            (self.ggml, "ggml_opt_dataset_free", [p], None),
+            (self.ggml, "ggml_opt_dataset_data", [p], p),
+            (self.ggml, "ggml_opt_dataset_labels", [p], p),
+            (self.ggml, "ggml_get_data", [p], p),
+            (self.ggml, "ggml_nbytes", [p], ctypes.c_size_t),
+            (self.ggml, "ggml_opt_result_init", [], p),
+            (self.ggml, "ggml_opt_result_free", [p], None),
+            (self.ggml, "ggml_opt_result_reset", [p], None),
+            (self.ggml, "ggml_opt_result_loss", [p, dbl, dbl], None),
+            (self.ggml, "ggml_opt_result_accuracy", [p, dbl, dbl], None),
+            (self.ggml, "ggml_opt_get_default_optimizer_params", [p], OptimizerParams),
+        ]
+        for lib, name, argtypes, restype in signatures:
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, restype
+            setattr(self, name, fn)
+        self.param_filter_all = ctypes.cast(self.llama.llama_opt_param_filter_all, ctypes.c_void_p).value
+        # returns *(ggml_opt_optimizer_params *) userdata: the params struct below, which we may change
+        self.constant_params = ctypes.cast(self.ggml.ggml_opt_get_constant_optimizer_params, ctypes.c_void_p).value
+
+    def result_stats(self, result: int) -> tuple[float, float]:
+        loss, acc, unc = ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
+        self.ggml_opt_result_loss(result, ctypes.byref(loss), ctypes.byref(unc))
+        self.ggml_opt_result_accuracy(result, ctypes.byref(acc), ctypes.byref(unc))
+        return loss.value, acc.value
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of training or held-out evaluation, for progress bars and logs."""
+
+    phase: str  # "train" or "eval"
+    epoch: int  # 1-based
+    epochs: int
+    step: int  # 1-based within the phase of this epoch
+    steps: int
+    loss: float  # running mean over this epoch so far, nats/token
+    accuracy: float  # running next-token accuracy, 0..1
+    elapsed: float  # seconds since training started
+    eta: float  # seconds left for the whole run (estimate)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    seconds: float = 0.0
+    epochs: list[dict[str, float]] = field(default_factory=list)  # per epoch: train/eval loss & accuracy
+
+
+def _fill_dataset(lib: _Lib, dataset: int, rows: np.ndarray) -> None:
+    """Copy windows (n, n_ctx + 1) into the dataset's data (inputs) and labels (next tokens) tensors."""
+    n_ctx = rows.shape[1] - 1
+    for getter, part in ((lib.ggml_opt_dataset_data, rows[:, :-1]), (lib.ggml_opt_dataset_labels, rows[:, 1:])):
+        tensor = getter(dataset)
+        nbytes = lib.ggml_nbytes(tensor)
+        if nbytes != part.size * 4:
+            raise RuntimeError(f"dataset tensor holds {nbytes} bytes, expected {part.size * 4} ({n_ctx=})")
+        view = np.ctypeslib.as_array(ctypes.cast(lib.ggml_get_data(tensor), ctypes.POINTER(ctypes.c_int32)),
+                                     shape=part.shape)
+        view[...] = part
+
+
+def train_inprocess(
+    base: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    train_windows: np.ndarray,
+    heldout_windows: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    threads: int,
+    optimizer: str = "adamw",
+    weight_decay: float = 0.0,
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train an F32 `base` on windows of n_ctx + 1 tokens and save it to `out` (as llama.cpp writes it:
+    without chat template, with context_length = n_ctx; `metadata.restore_metadata` fixes both)."""
+    lib = _Lib()
+    lc = llama_cpp_module()
+    n_ctx = train_windows.shape[1] - 1
+    n_train, n_eval = len(train_windows), len(heldout_windows)
+    result = TrainResult()
+    started = time.perf_counter()
+    step_seconds: list[float] = []
+
+    with load_model(base, writable=True) as model, new_context(model, n_ctx, threads, training=True) as ctx:
+        opt_params = lib.ggml_opt_get_default_optimizer_params(None)
+        opt_params.adamw.alpha = opt_params.sgd.alpha = lr
+        opt_params.adamw.wd = opt_params.sgd.wd = weight_decay
+        lopt = LlamaOptParams(
+            n_ctx_train=n_ctx,
+            param_filter=lib.param_filter_all,
+            param_filter_ud=None,
+            get_opt_pars=lib.constant_params,
+            get_opt_pars_ud=ctypes.addressof(opt_params),
+            optimizer_type=OPTIMIZERS[optimizer],
+        )
+        lib.llama_opt_init(ctx, model, lopt)
+
+        dataset = lib.ggml_opt_dataset_init(GGML_TYPE_I32, GGML_TYPE_I32, n_ctx, n_ctx, n_train + n_eval, 1)
+        result_train, result_eval = lib.ggml_opt_result_init(), lib.ggml_opt_result_init()
+        try:
+            _fill_dataset(lib, dataset, np.concatenate([train_windows, heldout_windows]))
+            state = {"epoch": 0, "last": started}
+            errors: list[BaseException] = []
+
+            def on_batch(train: bool, _opt: Any, _ds: Any, res: Any, ibatch: int, ibatch_max: int, _t: Any) -> None:
+                try:  # an exception must not cross the C frames; it is re-raised after the epoch
+                    now = time.perf_counter()
+                    if train:
+                        step_seconds.append(now - state["last"])
+                        result.steps += 1
+                    state["last"] = now
+                    if progress is None:
+                        return
+                    loss, acc = lib.result_stats(res)
+                    per_step = float(np.median(step_seconds)) if step_seconds else 0.0
+                    epochs_left = epochs - state["epoch"] - 1
+                    left = (ibatch_max - ibatch if train else 0) + epochs_left * n_train
+                    left_eval = (n_eval - (0 if train else ibatch)) + epochs_left * n_eval
+                    progress(Progress("train" if train else "eval", state["epoch"] + 1, epochs, int(ibatch),
+                                      int(ibatch_max), loss, acc, now - started,
+                                      per_step * (left + left_eval / 3)))  # a forward pass is ~1/3 of a step
+                except BaseException as exc:
+                    errors.append(exc)
+
+            callback = EpochCallback(on_batch)
+            for epoch in range(epochs):
+                state["epoch"] = epoch
+                state["last"] = time.perf_counter()
+                lib.llama_opt_epoch(ctx, dataset, result_train, result_eval, n_train, callback, callback)
+                if errors:
+                    raise errors[0]
+                train_loss, train_acc = lib.result_stats(result_train)
+                eval_loss, eval_acc = lib.result_stats(result_eval)
+                if not math.isfinite(train_loss):
+                    raise RuntimeError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); lower --lr")
+                result.epochs.append({"train_loss": train_loss, "train_accuracy": train_acc,
+                                      "eval_loss": eval_loss, "eval_accuracy": eval_acc})
+                log.info("epoch %d/%d: train loss %.4f acc %.1f%%, held-out loss %.4f acc %.1f%%", epoch + 1,
+                         epochs, train_loss, 100 * train_acc, eval_loss, 100 * eval_acc)
+                lib.ggml_opt_result_reset(result_train)
+                lib.ggml_opt_result_reset(result_eval)
+        finally:
+            lib.ggml_opt_result_free(result_train)
+            lib.ggml_opt_result_free(result_eval)
+            lib.ggml_opt_dataset_free(dataset)
+        result.seconds = time.perf_counter() - started
+        lc.llama_model_save_to_file(model, os.fsencode(Path(out)))
+    return result
