@@ -91,6 +91,7 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
             progress(stats.files_seen, stats.bytes_read, total if total >= 0 else None)
         if pipeline.error().size():
             raise RuntimeError(f"native prepare pipeline failed: {pipeline.error().decode()}")
+        progress(stats.files_seen, stats.bytes_read, stats.files_seen)  # done: the total is now known
     finally:
         with nogil:
             del pipeline

@@ -288,7 +288,7 @@ def run(
             progress(stats.files_seen, stats.bytes_read, total)
     if pending:
         write(b"".join(pending))
-    progress(stats.files_seen, stats.bytes_read, total)
+    progress(stats.files_seen, stats.bytes_read, stats.files_seen)  # done: the total is now known
     return records, stats
 
 

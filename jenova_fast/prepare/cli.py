@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> in
     def show(p: Progress) -> None:
         assert bar is not None
         rate = p.bytes_read / p.elapsed / 1e6 if p.elapsed else 0.0
-        bar.update(p.files_done, p.files_total, p.elapsed, f"{rate:,.0f} MB/s")
+        finished = p.files_total is not None and p.files_done >= p.files_total
+        bar.update(p.files_done, p.files_total, p.elapsed, f"{rate:,.0f} MB/s", force=finished)
 
     try:
         report = prepare(
