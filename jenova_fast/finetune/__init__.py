@@ -10,11 +10,11 @@ error names the fix only when fine-tuning is actually asked for.
 
 from __future__ import annotations
 
+from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.install import InstallResult, install_model, rollback
 from jenova_fast.finetune.pipeline import FinetuneConfig, FinetuneReport, finetune
 from jenova_fast.finetune.tiny_model import write_tiny_model
 from jenova_fast.finetune.train_inprocess import Progress
-from jenova_fast.finetune.validate import FinetuneError
 
 __all__ = [
     "FinetuneConfig",

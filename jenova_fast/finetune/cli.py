@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TextIO
 
 from jenova_fast.finetune import install
+from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.pipeline import TRAINERS, FinetuneConfig, finetune
 from jenova_fast.finetune.train_inprocess import Progress
-from jenova_fast.finetune.validate import FinetuneError
 from jenova_fast.progress import ProgressBar
 
 

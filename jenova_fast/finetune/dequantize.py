@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.metadata import open_reader, rewrite_gguf
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def dequantize_to_f32(src: str | os.PathLike[str], dst: str | os.PathLike[str]) 
         if not _can_dequantize(gguf.GGMLQuantizationType[name])
     )
     if unsupported:
-        raise ValueError(
+        raise FinetuneError(
             f"{src}: the gguf package cannot dequantize {', '.join(unsupported)}; "
             "convert the original weights to F32 with llama.cpp's convert_hf_to_gguf.py --outtype f32"
         )

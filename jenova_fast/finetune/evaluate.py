@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.runtime import llama_cpp_module, load_model, new_context
-from jenova_fast.finetune.validate import FinetuneError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from jenova_fast.finetune.validate import FinetuneError, inspect_model
+from jenova_fast.finetune.errors import FinetuneError
+from jenova_fast.finetune.validate import inspect_model
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from jenova_fast.finetune.errors import FinetuneError
+
 log = logging.getLogger(__name__)
 
 # A tensor rewrite: (name, ggml type, data as stored) -> (shape, dtype, a function producing the new data,
@@ -24,7 +26,7 @@ TensorRewrite = Callable[
 
 
 def open_reader(path: str | os.PathLike[str]) -> Any:
-    """A `gguf.GGUFReader`, or a ValueError that names the file when it is not a readable GGUF."""
+    """A `gguf.GGUFReader`, or a FinetuneError that names the file when it is not a readable GGUF."""
     import gguf
 
     path = Path(path)
@@ -32,15 +34,15 @@ def open_reader(path: str | os.PathLike[str]) -> Any:
         with open(path, "rb") as fh:
             magic = fh.read(4)
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the model ({exc.strerror}); check the path") from exc
+        raise FinetuneError(f"{path}: cannot read the model ({exc.strerror}); check the path") from exc
     if magic != b"GGUF":
-        raise ValueError(
+        raise FinetuneError(
             f"{path}: not a GGUF file (starts with {magic!r}); convert it with llama.cpp's convert_hf_to_gguf.py"
         )
     try:
         return gguf.GGUFReader(path)
     except Exception as exc:  # gguf raises ValueError, struct.error, IndexError... on truncated files
-        raise ValueError(f"{path}: GGUF file is damaged or truncated ({exc}); download or convert it again") from exc
+        raise FinetuneError(f"{path}: GGUF file is damaged or truncated ({exc}); download or convert it again") from exc
 
 
 def read_kv(reader: Any) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from typing import Any
 
 from jenova_fast.finetune import evaluate, render, runtime, validate
 from jenova_fast.finetune.dequantize import dequantize_to_f32
+from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.install import DEFAULT_MODELS_DIR, INSTALLED_NAME, install_model, validate_model_file
 from jenova_fast.finetune.metadata import open_reader, read_kv, restore_metadata
 from jenova_fast.finetune.train_inprocess import ProgressCallback, TrainResult, train_inprocess
 from jenova_fast.finetune.train_program import find_program, train_program
-from jenova_fast.finetune.validate import FinetuneError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from jenova_fast.finetune.validate import FinetuneError
+from jenova_fast.finetune.errors import FinetuneError
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import time
 from collections import deque
 from pathlib import Path
 
+from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.metadata import open_reader
 from jenova_fast.finetune.train_inprocess import Progress, ProgressCallback, TrainResult
-from jenova_fast.finetune.validate import FinetuneError
 
 log = logging.getLogger(__name__)
 

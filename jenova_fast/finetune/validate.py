@@ -10,14 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from jenova_fast.finetune.dequantize import TensorTypes, tensor_types
+from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.metadata import open_reader, read_kv
 
-
-class FinetuneError(Exception):
-    """A problem with the user's input or environment; the message says what to do."""
+__all__ = ["FinetuneError", "ModelInfo", "inspect_model", "validate_base"]
 
 
 # Architectures whose llama.cpp graph uses only ops with a backward pass in ggml (RMS norm, RoPE, SwiGLU,
@@ -44,10 +42,7 @@ class ModelInfo:
 def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
     """Read what validation needs from a GGUF; a FinetuneError if it is not a readable model."""
     path = Path(path)
-    try:
-        reader = open_reader(path)
-    except ValueError as exc:
-        raise FinetuneError(str(exc)) from exc
+    reader = open_reader(path)
     kv = read_kv(reader)
     arch = kv.get("general.architecture")
     if not isinstance(arch, str):
@@ -159,7 +154,3 @@ def validate_base(path: str | os.PathLike[str], n_ctx: int, *, require_f32: bool
     check_context(n_ctx)
     check_memory(info, n_ctx)
     return info
-
-
-def describe(kv: dict[str, Any]) -> str:
-    return f"{kv.get('general.architecture', '?')} {kv.get('general.name', '')}".strip()
