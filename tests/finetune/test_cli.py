@@ -1,0 +1,65 @@
+"""The command line end to end: `jenova-fast demo` output -> finetune (seed flag names) -> installed model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("gguf")
+pytest.importorskip("llama_cpp")
+
+from jenova_fast.finetune import write_tiny_model
+from jenova_fast.finetune.cli import main
+from tests.conftest import run_cli
+
+
+def test_demo_store_to_installed_model(tmp_path):
+    """What a user runs on a fresh machine: demo store -> prepare -> finetune --install, then load it."""
+    demo = run_cli("demo", "--insights", "30", "--dir", "store", "--output", "finetune/train.jsonl", "-q",
+                   cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr
+    write_tiny_model(tmp_path / "models" / "tiny-base.gguf")
+    (tmp_path / "models" / "jenova.gguf").write_bytes((tmp_path / "models" / "tiny-base.gguf").read_bytes())
+    done = run_cli("finetune", "--model-base", "models/tiny-base.gguf", "--train-data", "finetune/train.jsonl",
+                   "--model-out", "finetune/jenova.gguf", "--install", "--ctx", "256", "--lr", "2e-3",
+                   "--epochs", "1", "--eval-fraction", "0.1", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = done.stdout.strip().splitlines()[-1]
+    assert summary.startswith("finetune: held-out loss") and "installed models/jenova.gguf" in summary
+    assert "previous kept as models/jenova.prev.gguf" in summary
+    assert "train 1/1" in done.stderr and "held-out loss before" in done.stderr
+    report = json.loads((tmp_path / "finetune" / "jenova.report.json").read_text(encoding="utf-8"))
+    assert report["heldout_loss_after"] < report["heldout_loss_before"]
+    assert (tmp_path / "models" / "jenova.gguf").read_bytes() == (tmp_path / "finetune" / "jenova.gguf").read_bytes()
+    loaded = subprocess.run(
+        [sys.executable, "-c",
+         "from llama_cpp import Llama; m = Llama('models/jenova.gguf', n_ctx=256, verbose=False); "
+         "r = m.create_chat_completion([{'role': 'user', 'content': 'Hey Jenova'}], max_tokens=8); "
+         "print(r['usage']['completion_tokens'])"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert loaded.returncode == 0 and int(loaded.stdout) > 0, loaded.stderr
+
+
+def test_errors_exit_1_with_the_fix(tmp_path, capsys):
+    assert main(["--base", str(tmp_path / "missing.gguf"), "--data", str(tmp_path / "t.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("finetune: error: ") and "missing.gguf: cannot read the model" in err
+
+
+def test_without_the_extra_the_error_names_the_install_command(tmp_path):
+    code = ("import sys; sys.modules['llama_cpp'] = None; sys.modules['llama_cpp.llama_cpp'] = None; "
+            "from jenova_fast.finetune.cli import main; "
+            f"sys.exit(main(['--base', {str(tmp_path / 'b.gguf')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "pip install 'jenova-fast[finetune]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_help_lists_the_seed_flag_names():
+    done = run_cli("finetune", "--help")
+    assert done.returncode == 0
+    for flag in ("--model-base", "--train-data", "--model-out", "--trainer", "--llama-finetune", "--install"):
+        assert flag in done.stdout
