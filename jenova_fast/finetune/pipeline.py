@@ -86,13 +86,14 @@ def _working_copy(info: validate.ModelInfo, notes: list[str]) -> Path:
     if not info.types.other_types:
         return info.path
     copy = f32_copy_path(info.path)
-    size = info.types.n_params * 4 / 1e9
+    size = info.types.n_params * 4
+    shown = f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
     notes.append(f"{info.path.name} has {info.types.other_types} tensors; trained an F32 copy {copy} "
-                 f"({size:.2f} GB) that keeps the quantization error of the original")
+                 f"({shown}) that keeps the quantization error of the original")
     if copy.is_file() and copy.stat().st_mtime >= info.path.stat().st_mtime:
         log.info("reusing the F32 working copy %s", copy)
         return copy
-    log.info("dequantizing %s to %s (%.2f GB)", info.path, copy, size)
+    log.info("dequantizing %s to %s (%s)", info.path, copy, shown)
     return dequantize_to_f32(info.path, copy)
 
 

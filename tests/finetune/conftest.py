@@ -38,7 +38,8 @@ def write_jsonl(path: Path, records: list[Any], extra_lines: tuple[str, ...] = (
     return path
 
 
-TRAIN_SETTINGS = {"n_ctx": 256, "lr": 2e-3, "epochs": 2, "eval_fraction": 0.08}
+N_RECORDS = 120  # about 12k tokens: 85 steps per epoch at n_ctx 256
+TRAIN_SETTINGS = {"n_ctx": 256, "lr": 2e-3, "epochs": 2, "eval_fraction": 0.1}
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +56,13 @@ def tiny_base(ft_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def chat_jsonl(ft_root: Path) -> Path:
-    return write_jsonl(ft_root / "data" / "train.jsonl", chat_records(240))
+    return write_jsonl(ft_root / "data" / "train.jsonl", chat_records(N_RECORDS))
+
+
+@pytest.fixture(scope="session")
+def small_chat_jsonl(ft_root: Path) -> Path:
+    """About 30 steps per epoch: enough to see a quantized base learn."""
+    return write_jsonl(ft_root / "data" / "small.jsonl", chat_records(40, seed=2))
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +81,9 @@ def q8_base(ft_root: Path, tiny_base: Path) -> Path:
             return packed.shape, np.uint8, lambda: packed, q8
         return data.shape, data.dtype, lambda: data, None
 
-    return rewrite_gguf(tiny_base, ft_root / "bases" / "tiny-q8_0.gguf", tensor_rewrite=quantize)
+    file_type = (int(gguf.LlamaFileType.MOSTLY_Q8_0), gguf.GGUFValueType.UINT32)
+    return rewrite_gguf(tiny_base, ft_root / "bases" / "tiny-q8_0.gguf", tensor_rewrite=quantize,
+                        set_from={"general.file_type": file_type})
 
 
 @pytest.fixture(scope="session")
