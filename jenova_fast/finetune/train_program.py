@@ -87,44 +87,41 @@ def train_program(
            "-c", str(n_ctx), "-b", str(n_ctx), "-ub", str(n_ctx), "-t", str(threads), "-lr", f"{lr:g}",
            "-epochs", str(epochs), "-val-split", f"{val_split:g}", "-opt", "adamw"]
     log.info("running %s", " ".join(cmd))
-    before = _tensor_digest(base)
     started = time.perf_counter()
     result = TrainResult()
     tail: deque[str] = deque(maxlen=40)
-    epoch, last_i = 0, 0
-    last_train: tuple[float, float] | None = None
+    epoch = last_i = steps_before = 0
+    last_train: dict[str, float] | None = None
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         assert proc.stderr is not None
         buffer = b""
         while chunk := proc.stderr.read1(4096):
-            buffer += chunk
-            *lines, buffer = re.split(rb"[\r\n]", buffer)
+            *lines, buffer = re.split(rb"[\r\n]", buffer + chunk)
             for raw in lines:
                 line = raw.decode("utf-8", "replace").strip()
-                if not line:
-                    continue
                 match = PROGRESS_LINE.match(line)
                 if not match:
-                    tail.append(line)
+                    if line:
+                        tail.append(line)
+                    continue
+                if match["phase"] != "train":
                     continue
                 i, n = int(match["i"]), int(match["n"])
-                loss, acc = float(match["loss"]), float(match["acc"]) / 100
-                if match["phase"] == "train":
-                    if i < last_i:
-                        result.epochs.append({"train_loss": last_train[0], "train_accuracy": last_train[1]}
-                                             if last_train else {})
-                        epoch += 1
-                    result.steps += max(0, i - last_i) if i >= last_i else i
-                    last_i, last_train = i, (loss, acc)
-                    if progress is not None:
-                        elapsed = time.perf_counter() - started
-                        total = n * epochs
-                        done = epoch * n + i
-                        progress(Progress("train", epoch + 1, epochs, i, n, loss, acc, elapsed,
-                                          elapsed / max(done, 1) * (total - done)))
+                if i < last_i:  # the counter restarts with each epoch
+                    result.epochs.append(last_train or {})
+                    steps_before += last_i
+                    epoch += 1
+                last_i = i
+                last_train = {"train_loss": float(match["loss"]), "train_accuracy": float(match["acc"]) / 100}
+                if progress is not None:
+                    elapsed = time.perf_counter() - started
+                    done, total = steps_before + i, n * epochs
+                    progress(Progress("train", epoch + 1, epochs, i, n, last_train["train_loss"],
+                                      last_train["train_accuracy"], elapsed, elapsed / done * (total - done)))
         rc = proc.wait()
     if last_train is not None:
-        result.epochs.append({"train_loss": last_train[0], "train_accuracy": last_train[1]})
+        result.epochs.append(last_train)
+    result.steps = steps_before + last_i
     result.seconds = time.perf_counter() - started
     stderr_tail = "\n".join(tail)
     if rc != 0:
@@ -140,7 +137,7 @@ def train_program(
                             f"{stderr_tail}".rstrip())
     if not out.is_file():
         raise FinetuneError(f"{program} exited 0 but wrote no {out}\n{stderr_tail}".rstrip())
-    if _tensor_digest(out) == before:
+    if _tensor_digest(out) == _tensor_digest(base):
         raise FinetuneError(f"{program} wrote {out} with weights identical to the base: nothing was trained "
                             "(are the tensors F32?)")
     return result
