@@ -1,0 +1,14 @@
+"""Cognitive Process Accelerator: what the user asks, talks about, recalls and runs, counted by Numba
+kernels in bounded memory and kept in `~/.jenova-ai/users/<user>/.cpa_state/` across sessions and
+fine-tunes. `JENOVA_FAST_PURE=1` selects the pure-Python twins."""
+
+from __future__ import annotations
+
+from jenova_fast.cpa.accelerator import CPA, default_state_dir, theme_key
+from jenova_fast.cpa.balance import topic_caps
+from jenova_fast.cpa.counters import Counted
+from jenova_fast.cpa.observe import ObserveError, ObserveReport
+from jenova_fast.cpa.state import StateError
+
+__all__ = ["CPA", "Counted", "ObserveError", "ObserveReport", "StateError", "default_state_dir", "theme_key",
+           "topic_caps"]

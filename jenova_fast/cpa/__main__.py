@@ -1,0 +1,5 @@
+import sys
+
+from jenova_fast.cpa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,317 @@
+"""The Cognitive Process Accelerator: observe -> count -> persist, one locked transaction per observe."""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import os
+import pstats
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from jenova_fast._implementation import pure_requested
+from jenova_fast.cpa import config, counters, jit_cache, observe, state, unicode_tables
+from jenova_fast.cpa.observe import ObserveReport
+
+PathLike = str | os.PathLike[str]
+_WORDS = re.compile(r"\w+")
+
+
+def default_state_dir(user: str | None = None) -> Path:
+    """`~/.jenova-ai/users/<user>/.cpa_state` (user: the OS user unless given)."""
+    from jenova_fast.prepare.stores import default_user, jenova_home
+
+    return jenova_home() / "users" / (user or default_user()) / ".cpa_state"
+
+
+def theme_key(topic: str) -> str:
+    """Themes are compared case-folded with whitespace collapsed; an empty topic is 'general'."""
+    return " ".join(topic.casefold().split()) or "general"
+
+
+def decayed_weights(themes: Mapping[str, list[float]], now: float | None = None) -> dict[str, float]:
+    now = time.time() if now is None else now
+    half_life = config.THEME_HALF_LIFE_DAYS * 86400.0
+    return {k: w * 2.0 ** (-max(0.0, now - t) / half_life) for k, (w, t, _) in themes.items()}
+
+
+class CPA:
+    """Counts what the user does, in bounded memory, and keeps it in `<state_dir>` across sessions.
+
+    Every observe call is one transaction: lock, reload if another process saved since, count, save.
+    `with cpa.batch():` groups calls into one transaction. `CPA.in_memory()` never touches disk.
+    """
+
+    def __init__(self, state_dir: PathLike | None = None, *, user: str | None = None,
+                 persist: bool = True) -> None:
+        self.state_dir: Path | None = None
+        if persist:
+            self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir(user)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state = state.State()
+        self._stamp: tuple[int, int, int] | None = None
+        self._depth = 0
+        self.warmed: list[str] = []
+        if self.state_dir is not None:
+            with state.locked(self.state_dir):
+                self._refresh()
+            jit_cache.bind(self.state_dir)
+            if not pure_requested():
+                self.warmed = jit_cache.warm_start(self.state_dir)
+                if "count_query_ngrams" in self.warmed:
+                    unicode_tables.tables(self.state_dir / "tables")
+        else:
+            jit_cache.bind(None)
+
+    @classmethod
+    def in_memory(cls) -> CPA:
+        return cls(persist=False)
+
+    # transactions -----------------------------------------------------------------------------------
+    @property
+    def path(self) -> Path | None:
+        return None if self.state_dir is None else self.state_dir / state.STATE_FILE
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)  # type: ignore[arg-type]
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _refresh(self) -> None:
+        stamp = self._file_stamp()
+        if stamp is None or stamp != self._stamp:
+            self.state, _ = state.load_or_fresh(self.path)  # type: ignore[arg-type]
+            self._stamp = self._file_stamp()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[CPA]:
+        if self.state_dir is None or self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        with state.locked(self.state_dir):
+            self._refresh()
+            self._depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._stamp = None  # half-applied changes: reload from disk next time
+                raise
+            finally:
+                self._depth -= 1
+            self.state.generation += 1
+            state.write(self.path, self.state)  # type: ignore[arg-type]
+            self._stamp = self._file_stamp()
+
+    def reset(self) -> None:
+        """Forget everything counted (the compile history and Numba cache stay)."""
+        with self.batch():
+            self.state = state.State(generation=self.state.generation)
+
+    # observing --------------------------------------------------------------------------------------
+    def observe_queries(self, texts: Iterable[str], *, when: float | None = None,
+                        match_themes: bool = True) -> int:
+        """Count word unigrams/bigrams of user queries; known themes named in a query get a mention.
+        Returns the number of words counted."""
+        texts = texts if isinstance(texts, list) else list(texts)
+        with self.batch():
+            words = counters.count_queries(self.state.ngrams, texts, self.state_dir)
+            self.state.queries += len(texts)
+            self.state.words += words
+            if match_themes and self.state.themes:
+                self._match_themes(texts, [when] * len(texts))
+        return words
+
+    def _match_themes(self, texts: list[str], times: list[float | None]) -> None:
+        by_first: dict[str, list[tuple[str, frozenset[str]]]] = {}
+        for key in self.state.themes:
+            words = _WORDS.findall(key)
+            if words:
+                by_first.setdefault(words[0], []).append((key, frozenset(words)))
+        mentions = []
+        for text, when in zip(texts, times, strict=True):
+            words = set(_WORDS.findall(text.casefold()))
+            for w in words & by_first.keys():
+                mentions.extend((key, when) for key, need in by_first[w] if need <= words)
+        if mentions:
+            self.observe_topics(mentions)
+
+    def observe_topics(self, topics: Iterable[str | tuple[str, float | None]], *, when: float | None = None) -> int:
+        """One mention per topic (or (topic, unix time)); weights halve every THEME_HALF_LIFE_DAYS."""
+        now = time.time() if when is None else when
+        half_life = config.THEME_HALF_LIFE_DAYS * 86400.0
+        n = 0
+        with self.batch():
+            themes = self.state.themes
+            for item in topics:
+                topic, t = item if isinstance(item, tuple) else (item, None)
+                t = now if t is None else float(t)
+                key = theme_key(str(topic))
+                rec = themes.get(key)
+                if rec is None:
+                    themes[key] = [1.0, t, 1]
+                elif t >= rec[1]:
+                    rec[0] = rec[0] * 2.0 ** (-(t - rec[1]) / half_life) + 1.0
+                    rec[1] = t
+                    rec[2] += 1
+                else:
+                    rec[0] += 2.0 ** (-(rec[1] - t) / half_life)
+                    rec[2] += 1
+                n += 1
+        return n
+
+    def observe_access(self, kind: str, ids: Iterable[str | int], *, when: float | None = None) -> int:
+        """One access of each id of one memory kind; the ids of one call count as co-accessed."""
+        keys = [(kind, str(i), when) for i in ids]
+        with self.batch():
+            self._count_access([keys])
+        return len(keys)
+
+    def _count_access(self, groups: list[list[tuple[str, str, float | None]]]) -> None:
+        st = self.state
+        keys: list[str] = []
+        pair_a: list[int] = []
+        pair_b: list[int] = []
+        for group in groups:
+            first: dict[str, int] = {}
+            for kind, ident, _ in group:
+                st.kinds[kind] = st.kinds.get(kind, 0) + 1
+                key = f"{kind}:{ident}".replace("\x00", "\ufffd")
+                first.setdefault(key, len(keys))
+                keys.append(key)
+            distinct = list(first.values())[: config.MAX_PAIR_GROUP]
+            for x in range(len(distinct)):
+                for y in range(x + 1, len(distinct)):
+                    pair_a.append(distinct[x])
+                    pair_b.append(distinct[y])
+        if not keys:
+            return
+        hashes = counters.item_hashes(keys, self.state_dir)
+        counters.count_items(st.items, hashes, keys, self.state_dir)
+        if pair_a:
+            a, b = hashes[pair_a], hashes[pair_b]
+            swap = a > b  # unordered pairs: smaller hash first
+            lo, hi = np.where(swap, b, a), np.where(swap, a, b)
+            ia, ib = np.array(pair_a), np.array(pair_b)
+            first_i, second_i = np.where(swap, ib, ia), np.where(swap, ia, ib)
+            texts = [f"{keys[i]} + {keys[j]}" for i, j in zip(first_i.tolist(), second_i.tolist(), strict=True)]
+            counters.count_items(st.pairs, counters.pair_hashes(lo, hi), texts, self.state_dir)
+
+    def observe_functions(self, functions: Mapping[str, tuple[int, float, float]]) -> int:
+        with self.batch():
+            table = self.state.functions
+            for name, (nc, tt, ct) in functions.items():
+                rec = table.setdefault(name, [0, 0.0, 0.0])
+                rec[0] += nc
+                rec[1] += tt
+                rec[2] += ct
+            if len(table) > config.MAX_FUNCTIONS:
+                keep = sorted(table.items(), key=lambda kv: (-kv[1][2], kv[0]))[: config.MAX_FUNCTIONS]
+                self.state.functions = dict(keep)
+        return len(functions)
+
+    def observe_profile(self, path: PathLike) -> ObserveReport:
+        report = ObserveReport("function", str(path))
+        start = time.perf_counter()
+        report.observed = self.observe_functions(observe.read_profile(Path(path)))
+        report.seconds = time.perf_counter() - start
+        return report
+
+    @contextlib.contextmanager
+    def profile(self) -> Iterator[cProfile.Profile]:
+        """Profile the block and count its functions' calls and times."""
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            yield prof
+        finally:
+            prof.disable()
+            self.observe_functions(observe.functions_of(pstats.Stats(prof)))
+
+    # file inputs ------------------------------------------------------------------------------------
+    def observe_history(self, path: PathLike) -> ObserveReport:
+        """User messages of a conversation log (JSONL with `user_message`, optional `timestamp`)."""
+        report = ObserveReport("query", str(path))
+        start = time.perf_counter()
+        texts, times = observe.read_history(Path(path), report)
+        with self.batch():
+            self.observe_queries(texts, match_themes=False)
+            if self.state.themes:
+                self._match_themes(texts, times)
+        report.observed = len(texts)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def observe_insights(self, root: PathLike) -> ObserveReport:
+        """Each insight's topic as a theme mention at the time the insight was written."""
+        report = ObserveReport("insight", str(root))
+        start = time.perf_counter()
+        topics = observe.read_insight_topics(Path(root), report)
+        report.observed = self.observe_topics(topics)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def observe_access_log(self, path: PathLike) -> ObserveReport:
+        """Access-log lines; lines within ACCESS_GROUP_SECONDS of their group's first are co-accessed."""
+        report = ObserveReport("access", str(path))
+        start = time.perf_counter()
+        entries = observe.read_access_log(Path(path), report)
+        groups: list[list[tuple[str, str, float | None]]] = []
+        group_start: float | None = None
+        for entry in entries:
+            ts = entry[2]
+            if ts is None or group_start is None or not 0 <= ts - group_start <= config.ACCESS_GROUP_SECONDS:
+                groups.append([])
+                group_start = ts
+            groups[-1].append(entry)
+        with self.batch():
+            self._count_access(groups)
+        report.observed = len(entries)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    # reading ----------------------------------------------------------------------------------------
+    def theme_weights(self, now: float | None = None) -> dict[str, float]:
+        """Each theme's weight decayed to `now` (default: the current time)."""
+        return decayed_weights(self.state.themes, now)
+
+    def stats(self, top: int = 20) -> dict:
+        """Everything counted, as plain JSON-able data."""
+        st = self.state
+        weights = self.theme_weights()
+        themes = sorted(st.themes.items(), key=lambda kv: (-weights[kv[0]], kv[0]))[:top]
+        funcs = sorted(st.functions.items(), key=lambda kv: (-kv[1][2], kv[0]))[:top]
+        history = jit_cache.read_history(self.state_dir)[0] if self.state_dir is not None else []
+
+        def rows(hh: counters.HeavyHitters) -> list[dict]:
+            return [c._asdict() for c in hh.top(top)]
+
+        return {
+            "state_dir": None if self.state_dir is None else str(self.state_dir),
+            "schema": state.SCHEMA,
+            "generation": st.generation,
+            "queries": {"queries": st.queries, "words": st.words, "ngrams": st.ngrams.total,
+                        "tracked": st.ngrams.used, "top": rows(st.ngrams)},
+            "themes": [{"theme": k, "weight": round(weights[k], 6), "mentions": int(c), "last_seen": t}
+                       for k, (_, t, c) in themes],
+            "memory": {"kinds": dict(sorted(st.kinds.items(), key=lambda kv: (-kv[1], kv[0]))),
+                       "accesses": st.items.total, "top_items": rows(st.items), "top_pairs": rows(st.pairs)},
+            "functions": [{"function": k, "ncalls": int(n), "tottime": tt, "cumtime": ct}
+                          for k, (n, tt, ct) in funcs],
+            "compilation": {
+                "records": len(history),
+                "cache_hits": sum(r.get("cache") == "hit" for r in history),
+                "cache_misses": sum(r.get("cache") == "miss" for r in history),
+                "seconds": round(sum(float(r.get("seconds", 0.0)) for r in history), 6),
+                "last": history[-top:] if top else [],
+            },
+        }

@@ -1,0 +1,87 @@
+"""`python -m jenova_fast.cpa` / `jenova-fast cpa`: observe, stats, reset (a thin layer over `CPA`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from jenova_fast.cpa.accelerator import CPA
+from jenova_fast.cpa.observe import ObserveError
+from jenova_fast.cpa.report import PlotUnavailable, format_stats, plot_stats
+from jenova_fast.cpa.state import StateError
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", metavar="DIR",
+                        help="CPA state directory (default: ~/.jenova-ai/users/<user>/.cpa_state)")
+    common.add_argument("--user", metavar="NAME", help="whose default state dir (default: the OS user)")
+    p = argparse.ArgumentParser(prog="jenova-fast cpa", description="Cognitive Process Accelerator.")
+    sub = p.add_subparsers(dest="command", required=True)
+    obs = sub.add_parser("observe", parents=[common], help="count the inputs into the state")
+    obs.add_argument("--history", action="append", default=[], metavar="FILE",
+                     help="conversation log, JSONL lines with user_message")
+    obs.add_argument("--insights", action="append", default=[], metavar="DIR", help="insight store (topics)")
+    obs.add_argument("--access-log", action="append", default=[], metavar="FILE",
+                     help='memory access log, JSONL lines {"kind", "id", "ts"}')
+    obs.add_argument("--profile", action="append", default=[], metavar="FILE", help="pstats file (cProfile -o)")
+    st = sub.add_parser("stats", parents=[common], help="show what has been counted")
+    st.add_argument("--top", type=int, default=20, help="rows per table (default 20)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--plot", metavar="PNG", help="also write a bar chart (needs the `plot` extra)")
+    sub.add_parser("reset", parents=[common], help="forget all counts (keeps the compile cache)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="jenova-fast cpa: %(message)s")
+    tty = sys.stderr.isatty()
+    try:
+        cpa = CPA(args.state_dir, user=args.user)
+        if args.command == "observe":
+            return _observe(cpa, args, tty)
+        if args.command == "stats":
+            stats = cpa.stats(top=args.top)
+            if args.plot:
+                plot_stats(stats, args.plot)
+            print(json.dumps(stats, indent=2, ensure_ascii=False) if args.json else format_stats(stats))
+            if args.plot and not args.json:
+                print(f"wrote {args.plot}")
+            return 0
+        cpa.reset()
+        print(f"reset the CPA state in {cpa.state_dir}")
+        return 0
+    except (ObserveError, StateError, PlotUnavailable) as exc:
+        print(f"jenova-fast cpa: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"jenova-fast cpa: error: {exc}; check the path and its permissions, or pass --state-dir",
+              file=sys.stderr)
+        return 2
+
+
+def _observe(cpa: CPA, args: argparse.Namespace, tty: bool) -> int:
+    jobs = ([(cpa.observe_history, f) for f in args.history] + [(cpa.observe_insights, d) for d in args.insights]
+            + [(cpa.observe_access_log, f) for f in args.access_log] + [(cpa.observe_profile, f) for f in args.profile])
+    if not jobs:
+        print("jenova-fast cpa: error: nothing to observe; pass --history, --insights, --access-log or --profile",
+              file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    observed = skipped = 0
+    with cpa.batch():
+        for i, (fn, path) in enumerate(jobs, 1):
+            if tty:
+                print(f"[{i}/{len(jobs)}] observing {path} ...", file=sys.stderr)
+            report = fn(path)
+            observed += report.observed
+            skipped += sum(report.skipped.values())
+            if tty or len(jobs) > 1:
+                print(report.summary(), file=sys.stderr)
+    print(f"observed {observed} record(s) from {len(jobs)} input(s), skipped {skipped}, into {cpa.state_dir} "
+          f"in {time.perf_counter() - start:.2f}s")
+    return 0

@@ -1,0 +1,33 @@
+"""Every tunable of the CPA in one place: Numba options and the sizes that bound its memory."""
+
+from __future__ import annotations
+
+# Numba: nopython, GIL released so an embedding app's threads keep running; no fastmath (counts must be
+# exact and identical to the pure twins); caching is switched on per state dir by `jit_cache`, never at
+# import, so compiled kernels land in `.cpa_state/numba_cache/` and nowhere else.
+NUMBA_OPTIONS: dict[str, bool] = {"nogil": True, "fastmath": False, "boundscheck": False}
+
+# Query n-grams: count-min sketch (depth x width, conservative update) + top-k heavy hitters.
+NGRAM_SKETCH_DEPTH = 4
+NGRAM_SKETCH_WIDTH = 1 << 16
+NGRAM_TOPK = 4096
+
+# Memory items and co-accessed pairs share the same structure, smaller.
+ITEM_SKETCH_DEPTH = 4
+ITEM_SKETCH_WIDTH = 1 << 14
+ITEM_TOPK = 2048
+PAIR_TOPK = 2048
+
+# At most this many ids of one access group form pairs (pairs grow quadratically).
+MAX_PAIR_GROUP = 32
+# Access-log entries closer than this (seconds) to their group's first entry are co-accessed.
+ACCESS_GROUP_SECONDS = 60.0
+
+# Themes: a mention's weight halves every THEME_HALF_LIFE_DAYS.
+THEME_HALF_LIFE_DAYS = 30.0
+
+# Hot functions kept (by cumulative time) after each profile merge.
+MAX_FUNCTIONS = 4096
+
+# Queries per kernel call: bounds the UTF-8 buffer built for one call.
+QUERY_BATCH = 65536

@@ -1,0 +1,187 @@
+"""Bounded counters (count-min sketch + top-k heavy hitters) and the switch between kernels and twins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from jenova_fast._implementation import pure_requested
+from jenova_fast.cpa import jit_cache, kernels_py, unicode_tables
+from jenova_fast.cpa.config import QUERY_BATCH
+from jenova_fast.cpa.kernels import COUNT, ERR, REP_END, REP_START, TOTAL, USED
+
+
+class Counted(NamedTuple):
+    """One heavy hitter: the true count lies in [count - err, count]; err == 0 means exact."""
+
+    text: str
+    count: int
+    err: int
+
+
+class HeavyHitters:
+    """Count-min sketch (conservative update) for every item, top-k for the heaviest.
+
+    While the top-k has never turned an item away, every count in it is exact (err == 0). After that, a
+    newcomer enters with its sketch estimate as an upper bound and its possible overcount in `err`.
+    """
+
+    ARRAYS = ("sketch", "hashes", "slots", "heap", "meta")
+
+    def __init__(self, k: int, depth: int, width: int) -> None:
+        if width & (width - 1) or k < 1:
+            raise ValueError("sketch width must be a power of two and k positive")
+        self.sketch = np.zeros((depth, width), dtype=np.uint32)
+        self.hashes = np.zeros(k, dtype=np.uint64)
+        self.slots = np.zeros((5, k), dtype=np.int64)
+        self.heap = np.zeros(k, dtype=np.int64)
+        self.meta = np.zeros(3, dtype=np.int64)
+        self.texts: list[str] = [""] * k
+        self._index: np.ndarray | None = None
+        self._py_index: dict[int, int] | None = None
+
+    @property
+    def used(self) -> int:
+        return int(self.meta[USED])
+
+    @property
+    def total(self) -> int:
+        return int(self.meta[TOTAL])
+
+    def native_index(self) -> np.ndarray:
+        """Open-addressing hash -> slot table for the kernels, rebuilt after a load or a pure-twin run."""
+        self._py_index = None
+        if self._index is None:
+            size = 1 << max(4, (2 * self.hashes.size - 1).bit_length())
+            index = np.full(size, -1, dtype=np.int64)
+            mask = size - 1
+            for s in range(self.used):
+                i = int(self.hashes[s]) & mask
+                while index[i] >= 0:
+                    i = (i + 1) & mask
+                index[i] = s
+            self._index = index
+        return self._index
+
+    @property
+    def py_index(self) -> dict[int, int]:
+        self._index = None
+        if self._py_index is None:
+            self._py_index = {int(h): s for s, h in enumerate(self.hashes[: self.used])}
+        return self._py_index
+
+    def top(self, n: int | None = None) -> list[Counted]:
+        rows = [Counted(self.texts[s], int(self.slots[COUNT, s]), int(self.slots[ERR, s])) for s in range(self.used)]
+        rows.sort(key=lambda c: (-c.count, c.text))
+        return rows if n is None else rows[:n]
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        out = {f"{prefix}.{name}": getattr(self, name) for name in self.ARRAYS}
+        out.update(pack_strings(f"{prefix}.texts", self.texts))
+        return out
+
+    @classmethod
+    def from_arrays(cls, prefix: str, z) -> HeavyHitters:
+        sketch, hashes = z[f"{prefix}.sketch"], z[f"{prefix}.hashes"]
+        self = cls(hashes.size, *sketch.shape)
+        for name in cls.ARRAYS:
+            arr = z[f"{prefix}.{name}"]
+            want = getattr(self, name)
+            if arr.shape != want.shape or arr.dtype != want.dtype:
+                raise ValueError(f"array {prefix}.{name} has shape {arr.shape} {arr.dtype}, expected "
+                                 f"{want.shape} {want.dtype}")
+            setattr(self, name, np.ascontiguousarray(arr))
+        texts = unpack_strings(f"{prefix}.texts", z)
+        if len(texts) != hashes.size or not 0 <= self.used <= hashes.size:
+            raise ValueError(f"{prefix}: {len(texts)} texts for {hashes.size} slots, {self.used} used")
+        self.texts = texts
+        return self
+
+
+def pack_strings(name: str, strings: Sequence[str]) -> dict[str, np.ndarray]:
+    """Strings as one UTF-8 blob plus end offsets: loadable with allow_pickle=False."""
+    encoded = [s.encode("utf-8", "surrogatepass") for s in strings]
+    ends = np.cumsum([len(b) for b in encoded], dtype=np.int64) if encoded else np.zeros(0, np.int64)
+    return {f"{name}.blob": np.frombuffer(b"".join(encoded), dtype=np.uint8), f"{name}.ends": ends}
+
+
+def unpack_strings(name: str, z) -> list[str]:
+    blob = z[f"{name}.blob"].tobytes()
+    ends = z[f"{name}.ends"].tolist()
+    if ends and (ends[-1] != len(blob) or any(b < a for a, b in zip([0, *ends], ends, strict=False))):
+        raise ValueError(f"string table {name} is inconsistent")
+    starts = [0, *ends[:-1]] if ends else []
+    return [blob[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends, strict=True)]
+
+
+def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    it = iter(texts)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _utf8(batch: Sequence[str]) -> np.ndarray:
+    return np.frombuffer("\x00".join(batch).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+
+
+def count_queries(hh: HeavyHitters, texts: Iterable[str], state_dir: Path | None = None) -> int:
+    """Count word unigrams and bigrams of each query; returns the number of words."""
+    if pure_requested():
+        return kernels_py.count_queries(hh, texts)
+    tables = unicode_tables.tables(None if state_dir is None else Path(state_dir) / "tables")
+    kernel = jit_cache.ensure("count_query_ngrams", state_dir)
+    words = 0
+    for batch in _batches(texts, QUERY_BATCH):
+        buf = _utf8(batch)
+        hh.slots[REP_START].fill(-1)
+        words += int(kernel(buf, tables.fold_off, tables.fold_cp, tables.is_word,
+                            hh.sketch, hh.hashes, hh.slots, hh.heap, hh.native_index(), hh.meta))
+        for s in np.flatnonzero(hh.slots[REP_START] >= 0).tolist():
+            span = buf[hh.slots[REP_START, s]: hh.slots[REP_END, s]].tobytes()
+            hh.texts[s] = " ".join(kernels_py.words(span.decode("utf-8", "surrogatepass")))
+    return words
+
+
+def item_hashes(keys: Sequence[str], state_dir: Path | None = None) -> np.ndarray:
+    """Hash of each key's UTF-8 bytes (keys must not contain NUL)."""
+    if pure_requested() or not keys:
+        return np.array([kernels_py.hash_bytes(k.encode("utf-8", "surrogatepass")) for k in keys],
+                        dtype=np.uint64)
+    buf = _utf8(keys)
+    out = np.empty(len(keys), dtype=np.uint64)
+    spans = np.empty((2, len(keys)), dtype=np.int64)
+    n = jit_cache.ensure("hash_segments", state_dir)(buf, out, spans[0], spans[1])
+    if n != len(keys):
+        raise ValueError("a key contains NUL")
+    return out
+
+
+def pair_hashes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """kernels.pair_hash over arrays (uint64 wraps like the kernel)."""
+    if pure_requested():
+        return np.array([kernels_py.pair_hash(int(x), int(y)) for x, y in zip(a, b, strict=True)],
+                        dtype=np.uint64)
+    z = (a.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ b.astype(np.uint64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def count_items(hh: HeavyHitters, hashes: np.ndarray, texts: Sequence[str], state_dir: Path | None = None) -> None:
+    """One occurrence per (hash, text), in order."""
+    if pure_requested():
+        kernels_py.count_items(hh, hashes.tolist(), texts)
+        return
+    if not len(texts):
+        return
+    hh.slots[REP_START].fill(-1)
+    order = np.arange(len(texts), dtype=np.int64)
+    jit_cache.ensure("count_hashes", state_dir)(
+        np.ascontiguousarray(hashes, dtype=np.uint64), order, order, hh.sketch, hh.hashes, hh.slots, hh.heap,
+        hh.native_index(), hh.meta)
+    for s in np.flatnonzero(hh.slots[REP_START] >= 0).tolist():
+        hh.texts[s] = texts[hh.slots[REP_START, s]]

@@ -1,0 +1,286 @@
+"""Numba kernels: UTF-8 n-gram hashing, count-min sketch, top-k heavy hitters.
+
+Each has a pure-Python twin in `kernels_py.py` with identical results. Kernels are lazy dispatchers;
+`jit_cache` compiles them against SIGNATURES with the on-disk cache pointed into the state dir.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+
+from jenova_fast.cpa.config import NUMBA_OPTIONS
+
+_U = np.uint64
+FNV_OFFSET = _U(0xCBF29CE484222325)
+FNV_PRIME = _U(0x100000001B3)
+_M1 = _U(0xBF58476D1CE4E5B9)
+_M2 = _U(0x94D049BB133111EB)
+_GOLDEN = _U(0x9E3779B97F4A7C15)
+_S27, _S30, _S31, _S32 = _U(27), _U(30), _U(31), _U(32)
+_LOW32 = _U(0xFFFFFFFF)
+_ONE = _U(1)
+
+# rows of the int64 `slots` table of a top-k; entries of its `meta` vector
+COUNT, ERR, POS, REP_START, REP_END = 0, 1, 2, 3, 4
+USED, OVERFLOWED, TOTAL = 0, 1, 2
+
+_BYTES = types.Array(types.uint8, 1, "C", readonly=True)  # np.frombuffer over str.encode() output
+_I64 = types.int64[::1]
+# sketch, hashes, slots, heap, index, meta
+_TOPK = (types.uint32[:, ::1], types.uint64[::1], types.int64[:, ::1], _I64, _I64, _I64)
+# explicit signatures, compiled (or loaded from the state dir's cache) ahead of use
+SIGNATURES = {
+    "count_query_ngrams": types.int64(_BYTES, types.int32[::1], types.uint32[::1], types.uint8[::1], *_TOPK),
+    "hash_segments": types.int64(_BYTES, types.uint64[::1], _I64, _I64),
+    "count_hashes": types.void(types.uint64[::1], _I64, _I64, *_TOPK),
+}
+
+
+@njit(**NUMBA_OPTIONS)
+def mix64(z):
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@njit(**NUMBA_OPTIONS)
+def pair_hash(a, b):
+    return mix64((a * _GOLDEN) ^ b)
+
+
+@njit(**NUMBA_OPTIONS)
+def _fnv_byte(h, b):
+    return (h ^ _U(b)) * FNV_PRIME
+
+
+@njit(**NUMBA_OPTIONS)
+def _fnv_code_point(h, cp):
+    """Feed one code point as its UTF-8 bytes."""
+    if cp < 0x80:
+        return _fnv_byte(h, cp)
+    if cp < 0x800:
+        h = _fnv_byte(h, 0xC0 | (cp >> 6))
+    elif cp < 0x10000:
+        h = _fnv_byte(h, 0xE0 | (cp >> 12))
+        h = _fnv_byte(h, 0x80 | ((cp >> 6) & 0x3F))
+    else:
+        h = _fnv_byte(h, 0xF0 | (cp >> 18))
+        h = _fnv_byte(h, 0x80 | ((cp >> 12) & 0x3F))
+        h = _fnv_byte(h, 0x80 | ((cp >> 6) & 0x3F))
+    return _fnv_byte(h, 0x80 | (cp & 0x3F))
+
+
+@njit(**NUMBA_OPTIONS)
+def _sketch_add(sketch, h):
+    """Conservative update: raise only the rows at the minimum; returns the new estimate."""
+    depth, width = sketch.shape
+    mask = _U(width - 1)
+    h1 = h & _LOW32
+    h2 = (h >> _S32) | _ONE
+    est = -1
+    for r in range(depth):
+        v = np.int64(sketch[r, np.int64((h1 + _U(r) * h2) & mask)])
+        if est < 0 or v < est:
+            est = v
+    est += 1
+    for r in range(depth):
+        i = np.int64((h1 + _U(r) * h2) & mask)
+        if np.int64(sketch[r, i]) < est:
+            sketch[r, i] = est
+    return est
+
+
+@njit(**NUMBA_OPTIONS)
+def _sift_up(heap, slots, pos):
+    s = heap[pos]
+    c = slots[COUNT, s]
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        p = heap[parent]
+        if slots[COUNT, p] <= c:
+            break
+        heap[pos] = p
+        slots[POS, p] = pos
+        pos = parent
+    heap[pos] = s
+    slots[POS, s] = pos
+
+
+@njit(**NUMBA_OPTIONS)
+def _sift_down(heap, slots, pos, n):
+    s = heap[pos]
+    c = slots[COUNT, s]
+    while True:
+        child = 2 * pos + 1
+        if child >= n:
+            break
+        if child + 1 < n and slots[COUNT, heap[child + 1]] < slots[COUNT, heap[child]]:
+            child += 1
+        q = heap[child]
+        if slots[COUNT, q] >= c:
+            break
+        heap[pos] = q
+        slots[POS, q] = pos
+        pos = child
+    heap[pos] = s
+    slots[POS, s] = pos
+
+
+@njit(**NUMBA_OPTIONS)
+def _find(index, hashes, h):
+    """Linear probing: (slot, position) or (-1, free position)."""
+    mask = index.size - 1
+    i = np.int64(h & _U(mask))
+    while True:
+        s = index[i]
+        if s < 0 or hashes[s] == h:
+            return s, i
+        i = (i + 1) & mask
+
+
+@njit(**NUMBA_OPTIONS)
+def _remove(index, hashes, i):
+    """Delete position i, shifting later entries of the probe run back (no tombstones)."""
+    mask = index.size - 1
+    index[i] = -1
+    j = i
+    while True:
+        j = (j + 1) & mask
+        s = index[j]
+        if s < 0:
+            return
+        home = np.int64(hashes[s] & _U(mask))
+        if (i <= j and (i < home <= j)) or (i > j and (home > i or home <= j)):
+            continue
+        index[i] = s
+        index[j] = -1
+        i = j
+
+
+@njit(**NUMBA_OPTIONS)
+def _topk_add(h, start, end, sketch, hashes, slots, heap, index, meta):
+    est = _sketch_add(sketch, h)
+    meta[TOTAL] += 1
+    s, i = _find(index, hashes, h)
+    n = meta[USED]
+    if s >= 0:
+        slots[COUNT, s] += 1
+        _sift_down(heap, slots, slots[POS, s], n)
+        return
+    if n < hashes.size:
+        s = n
+        meta[USED] = n + 1
+        hashes[s] = h
+        index[i] = s
+        if meta[OVERFLOWED]:
+            slots[COUNT, s] = est
+            slots[ERR, s] = est - 1
+        else:  # nothing was ever turned away, so this is the first occurrence: exact
+            slots[COUNT, s] = 1
+            slots[ERR, s] = 0
+        heap[n] = s
+        slots[POS, s] = n
+        _sift_up(heap, slots, n)
+    else:
+        meta[OVERFLOWED] = 1
+        s = heap[0]
+        if est <= slots[COUNT, s]:
+            return
+        _, j = _find(index, hashes, hashes[s])
+        _remove(index, hashes, j)
+        hashes[s] = h
+        _, i = _find(index, hashes, h)
+        index[i] = s
+        slots[COUNT, s] = est
+        slots[ERR, s] = est - 1
+        _sift_down(heap, slots, 0, n)
+    slots[REP_START, s] = start
+    slots[REP_END, s] = end
+
+
+@njit(**NUMBA_OPTIONS)
+def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, heap, index, meta):
+    """Case-fold, tokenize and count unigrams and bigrams of NUL-separated UTF-8 queries in one pass.
+
+    A word is a maximal run of folded code points with is_word set; NUL ends a query (no bigram
+    spans it). Returns the number of words.
+    """
+    n = buf.size
+    words = 0
+    h = FNV_OFFSET
+    in_word = False
+    start = 0
+    end = 0
+    have_prev = False
+    prev_h = _U(0)
+    prev_start = 0
+    i = 0
+    while i <= n:
+        if i == n:
+            cp = 0
+            width = 1
+        else:
+            b = np.int64(buf[i])
+            if b < 0x80:
+                cp = b
+                width = 1
+            elif b < 0xE0:
+                cp = ((b & 0x1F) << 6) | (np.int64(buf[i + 1]) & 0x3F)
+                width = 2
+            elif b < 0xF0:
+                cp = ((b & 0x0F) << 12) | ((np.int64(buf[i + 1]) & 0x3F) << 6) | (np.int64(buf[i + 2]) & 0x3F)
+                width = 3
+            else:
+                cp = (((b & 0x07) << 18) | ((np.int64(buf[i + 1]) & 0x3F) << 12)
+                      | ((np.int64(buf[i + 2]) & 0x3F) << 6) | (np.int64(buf[i + 3]) & 0x3F))
+                width = 4
+        for k in range(fold_off[cp], fold_off[cp + 1]):
+            f = np.int64(fold_cp[k])
+            if is_word[f]:
+                if not in_word:
+                    in_word = True
+                    start = i
+                    h = FNV_OFFSET
+                h = _fnv_code_point(h, f)
+                end = i + width
+            elif in_word:
+                in_word = False
+                words += 1
+                uh = mix64(h)
+                _topk_add(uh, start, end, sketch, hashes, slots, heap, index, meta)
+                if have_prev:
+                    _topk_add(pair_hash(prev_h, uh), prev_start, end, sketch, hashes, slots, heap, index, meta)
+                have_prev = True
+                prev_h = uh
+                prev_start = start
+        if cp == 0:
+            have_prev = False
+        i += width
+    return words
+
+
+@njit(**NUMBA_OPTIONS)
+def hash_segments(buf, out_hash, out_start, out_end):
+    """Hash each NUL-separated segment's raw bytes; returns the number of segments."""
+    n = buf.size
+    k = 0
+    h = FNV_OFFSET
+    start = 0
+    for i in range(n + 1):
+        if i == n or buf[i] == 0:
+            out_hash[k] = mix64(h)
+            out_start[k] = start
+            out_end[k] = i
+            k += 1
+            h = FNV_OFFSET
+            start = i + 1
+        else:
+            h = _fnv_byte(h, np.int64(buf[i]))
+    return k
+
+
+@njit(**NUMBA_OPTIONS)
+def count_hashes(items, starts, ends, sketch, hashes, slots, heap, index, meta):
+    for k in range(items.size):
+        _topk_add(items[k], starts[k], ends[k], sketch, hashes, slots, heap, index, meta)

@@ -1,0 +1,162 @@
+"""Pure-Python twins of `kernels.py`: the same counts from `str.casefold`, per-character word tests,
+Python integers and a dict index. Slow and obviously correct; `JENOVA_FAST_PURE=1` selects them."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+
+import numpy as np
+
+from jenova_fast.cpa.kernels import COUNT, ERR, OVERFLOWED, POS, TOTAL, USED
+
+MASK64 = (1 << 64) - 1
+FNV_OFFSET = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+_WORD_CATEGORIES = frozenset(("Mn", "Mc", "Me", "Pc"))
+
+
+def is_word_char(ch: str) -> bool:
+    """Unicode word characters as in UTS #18 `\\w`: letters, digits, numbers, marks, connector punctuation."""
+    return ch.isalnum() or unicodedata.category(ch) in _WORD_CATEGORIES
+
+
+def mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def pair_hash(a: int, b: int) -> int:
+    return mix64(((a * 0x9E3779B97F4A7C15) & MASK64) ^ b)
+
+
+def hash_bytes(data: bytes) -> int:
+    h = FNV_OFFSET
+    for b in data:
+        h = ((h ^ b) * FNV_PRIME) & MASK64
+    return mix64(h)
+
+
+def words(text: str) -> list[str]:
+    """Words of one query segment (no NUL inside), case-folded."""
+    out: list[str] = []
+    cur: list[str] = []
+    for ch in text.casefold():
+        if is_word_char(ch):
+            cur.append(ch)
+        elif cur:
+            out.append("".join(cur))
+            cur = []
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+def query_ngrams(text: str) -> list[tuple[str, str | None]]:
+    """(unigram, bigram-or-None) in the order the kernel counts them; NUL ends a query."""
+    out: list[tuple[str, str | None]] = []
+    for segment in text.split("\x00"):
+        prev = None
+        for w in words(segment):
+            out.append((w, None if prev is None else f"{prev} {w}"))
+            prev = w
+    return out
+
+
+def _sketch_add(sketch: np.ndarray, h: int) -> int:
+    depth, width = sketch.shape
+    h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
+    cols = [((h1 + r * h2) & MASK64) & (width - 1) for r in range(depth)]
+    est = min(int(sketch[r, c]) for r, c in enumerate(cols)) + 1
+    for r, c in enumerate(cols):
+        if int(sketch[r, c]) < est:
+            sketch[r, c] = est
+    return est
+
+
+def _sift_up(heap: np.ndarray, slots: np.ndarray, pos: int) -> None:
+    s = int(heap[pos])
+    c = int(slots[COUNT, s])
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        p = int(heap[parent])
+        if slots[COUNT, p] <= c:
+            break
+        heap[pos] = p
+        slots[POS, p] = pos
+        pos = parent
+    heap[pos] = s
+    slots[POS, s] = pos
+
+
+def _sift_down(heap: np.ndarray, slots: np.ndarray, pos: int, n: int) -> None:
+    s = int(heap[pos])
+    c = int(slots[COUNT, s])
+    while True:
+        child = 2 * pos + 1
+        if child >= n:
+            break
+        if child + 1 < n and slots[COUNT, heap[child + 1]] < slots[COUNT, heap[child]]:
+            child += 1
+        q = int(heap[child])
+        if slots[COUNT, q] >= c:
+            break
+        heap[pos] = q
+        slots[POS, q] = pos
+        pos = child
+    heap[pos] = s
+    slots[POS, s] = pos
+
+
+def topk_add(hh, h: int, text: str) -> None:
+    """One occurrence into a `HeavyHitters` (sketch + top-k), exactly as kernels._topk_add."""
+    sketch, hashes, slots, heap, meta, index = hh.sketch, hh.hashes, hh.slots, hh.heap, hh.meta, hh.py_index
+    est = _sketch_add(sketch, h)
+    meta[TOTAL] += 1
+    n = int(meta[USED])
+    s = index.get(h)
+    if s is not None:
+        slots[COUNT, s] += 1
+        _sift_down(heap, slots, int(slots[POS, s]), n)
+        return
+    if n < hashes.size:
+        s = n
+        meta[USED] = n + 1
+        if meta[OVERFLOWED]:
+            slots[COUNT, s], slots[ERR, s] = est, est - 1
+        else:
+            slots[COUNT, s], slots[ERR, s] = 1, 0
+        heap[n] = s
+        slots[POS, s] = n
+        _sift_up(heap, slots, n)
+    else:
+        meta[OVERFLOWED] = 1
+        s = int(heap[0])
+        if est <= slots[COUNT, s]:
+            return
+        del index[int(hashes[s])]
+        slots[COUNT, s], slots[ERR, s] = est, est - 1
+        _sift_down(heap, slots, 0, n)
+    hashes[s] = h
+    index[h] = s
+    hh.texts[s] = text
+
+
+def count_queries(hh, texts: Iterable[str]) -> int:
+    n_words = 0
+    for text in texts:
+        prev_h = None
+        for w, bigram in query_ngrams(text):
+            n_words += 1
+            h = hash_bytes(w.encode("utf-8", "surrogatepass"))
+            topk_add(hh, h, w)
+            if bigram is not None and prev_h is not None:
+                topk_add(hh, pair_hash(prev_h, h), bigram)
+            prev_h = h
+    return n_words
+
+
+def count_items(hh, hashes: Iterable[int], texts: Iterable[str]) -> None:
+    for h, text in zip(hashes, texts, strict=True):
+        topk_add(hh, int(h), text)

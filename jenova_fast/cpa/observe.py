@@ -1,0 +1,164 @@
+"""Reading the CPA's file inputs: history JSONL, insight stores, access logs, pstats profiles.
+
+Bad lines and files are counted, logged skips, never a crash; a missing or unreadable file is an
+`ObserveError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pstats
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class ObserveError(Exception):
+    """An input that cannot be read at all."""
+
+
+@dataclass
+class ObserveReport:
+    source: str
+    path: str
+    observed: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] += 1
+        log.info("%s: skipped (%s)", where, reason)
+
+    def summary(self) -> str:
+        skipped = sum(self.skipped.values())
+        detail = ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items()))
+        return (f"observed {self.observed} {self.source} record(s) from {self.path}"
+                f"{f'; skipped {skipped} ({detail})' if skipped else ''} in {self.seconds:.2f}s")
+
+
+def parse_time(value: object) -> float | None:
+    """Unix seconds from a number or a (naive = local) ISO 8601 string; None when absent or invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError, OSError):
+            return None
+    return None
+
+
+def _open_text(path: Path, what: str, fix: str):
+    try:
+        return open(path, encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise ObserveError(f"cannot read {what} {path}: {exc.strerror or exc}; {fix}") from exc
+
+
+def _json_lines(path: Path, report: ObserveReport, what: str, fix: str) -> Iterator[tuple[int, dict]]:
+    with _open_text(path, what, fix) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                report.skip("invalid JSON", where)
+                continue
+            if not isinstance(obj, dict):
+                report.skip("not a JSON object", where)
+                continue
+            yield lineno, obj
+
+
+def read_history(path: Path, report: ObserveReport) -> tuple[list[str], list[float | None]]:
+    """User messages (and their timestamps) of a conversation log."""
+    texts: list[str] = []
+    times: list[float | None] = []
+    fix = "pass a JSONL file whose lines carry user_message"
+    for lineno, obj in _json_lines(path, report, "history file", fix):
+        msg = obj.get("user_message")
+        if not isinstance(msg, str) or not msg.strip():
+            report.skip("no user_message", f"{path}:{lineno}")
+            continue
+        texts.append(msg)
+        times.append(parse_time(obj.get("timestamp", obj.get("ts"))))
+    return texts, times
+
+
+def read_access_log(path: Path, report: ObserveReport) -> list[tuple[str, str, float | None]]:
+    """(kind, id, ts) of each valid line of an access log."""
+    out: list[tuple[str, str, float | None]] = []
+    fix = 'pass a JSONL file of {"kind", "id", "ts"} lines'
+    for lineno, obj in _json_lines(path, report, "access log", fix):
+        kind, ident = obj.get("kind"), obj.get("id")
+        if not isinstance(kind, str) or not kind.strip():
+            report.skip("no kind", f"{path}:{lineno}")
+            continue
+        if isinstance(ident, bool) or not isinstance(ident, str | int):
+            report.skip("no id", f"{path}:{lineno}")
+            continue
+        out.append((kind.strip(), str(ident), parse_time(obj.get("ts"))))
+    return out
+
+
+_INSIGHT_NAME = re.compile(r"insight_(\d{8})_(\d{6})")
+
+
+def insight_time(path: str) -> float:
+    """When an insight was written: from its file name (insight_YYYYMMDD_HHMMSS), else its mtime."""
+    m = _INSIGHT_NAME.search(os.path.basename(path))
+    if m:
+        try:
+            return time.mktime(time.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S"))
+        except (ValueError, OverflowError):
+            pass
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return time.time()
+
+
+def read_insight_topics(root: Path, report: ObserveReport) -> list[tuple[str, float]]:
+    """(topic, time) of each valid insight of a store; prepare's reader decides what is valid."""
+    from jenova_fast.prepare import iter_insights
+    from jenova_fast.prepare.stores import StoreNotFoundError
+
+    try:
+        return [(ins.topic, insight_time(ins.path)) for ins in iter_insights(root)]
+    except StoreNotFoundError as exc:
+        raise ObserveError(str(exc)) from exc
+
+
+def read_profile(path: Path) -> dict[str, tuple[int, float, float]]:
+    """function -> (ncalls, tottime, cumtime) of a pstats file (marshal, not pickle)."""
+    if not Path(path).is_file():
+        raise ObserveError(f"profile {path} does not exist; write one with `python -m cProfile -o FILE ...`")
+    try:
+        stats = pstats.Stats(str(path))
+        return functions_of(stats)
+    except (ValueError, EOFError, TypeError, OSError, KeyError, AttributeError) as exc:
+        raise ObserveError(f"{path} is not a readable pstats profile ({type(exc).__name__}); write one with "
+                           "`python -m cProfile -o FILE ...` or cProfile.Profile.dump_stats") from exc
+
+
+def functions_of(stats: pstats.Stats) -> dict[str, tuple[int, float, float]]:
+    out: dict[str, tuple[int, float, float]] = {}
+    for key, value in stats.stats.items():  # type: ignore[attr-defined]
+        filename, line, func = key
+        _cc, nc, tt, ct = value[:4]
+        name = func if filename == "~" else f"{func} ({filename}:{line})"
+        out[name] = (int(nc), float(tt), float(ct))
+    return out

@@ -1,0 +1,77 @@
+"""`stats` output: a readable table, and an optional PNG bar chart (the `plot` extra)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jenova_fast.cpa import atomic
+
+
+class PlotUnavailable(Exception):
+    pass
+
+
+def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> list[str]:
+    if not rows:
+        return [f"{title}: none yet", ""]
+    cells = [tuple(map(str, header))] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def fmt(r: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+    return [title, fmt(cells[0]), "  ".join("-" * w for w in widths), *map(fmt, cells[1:]), ""]
+
+
+def _count(c: dict) -> str:
+    return str(c["count"]) if not c["err"] else f"{c['count']} (±{c['err']})"
+
+
+def format_stats(stats: dict) -> str:
+    q, m = stats["queries"], stats["memory"]
+    comp = stats["compilation"]
+    lines = [f"CPA state: {stats['state_dir'] or '(in memory)'}  (schema {stats['schema']}, "
+             f"generation {stats['generation']})",
+             f"queries {q['queries']}, words {q['words']}, n-grams {q['ngrams']} ({q['tracked']} tracked)", ""]
+    lines += _table("query patterns", ("n-gram", "count"), [(c["text"], _count(c)) for c in q["top"]])
+    lines += _table("themes", ("theme", "weight", "mentions"),
+                    [(t["theme"], f"{t['weight']:.4g}", t["mentions"]) for t in stats["themes"]])
+    lines += _table("memory kinds", ("kind", "accesses"), list(m["kinds"].items()))
+    lines += _table("memory items", ("item", "accesses"), [(c["text"], _count(c)) for c in m["top_items"]])
+    lines += _table("co-accessed pairs", ("pair", "count"), [(c["text"], _count(c)) for c in m["top_pairs"]])
+    lines += _table("hot functions", ("function", "calls", "tottime s", "cumtime s"),
+                    [(f["function"], f["ncalls"], f"{f['tottime']:.4f}", f"{f['cumtime']:.4f}")
+                     for f in stats["functions"]])
+    lines.append(f"compilation: {comp['records']} record(s), {comp['cache_hits']} cache hit(s), "
+                 f"{comp['cache_misses']} miss(es), {comp['seconds']:.2f}s in total")
+    return "\n".join(lines)
+
+
+def plot_stats(stats: dict, path: os.PathLike[str] | str) -> Path:
+    """Bar charts of the top n-grams, themes and memory items, written atomically as PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise PlotUnavailable("--plot needs matplotlib; install it with: pip install 'jenova-fast[plot]'") from exc
+    panels = [
+        ("query patterns", [(c["text"], c["count"]) for c in stats["queries"]["top"]]),
+        ("themes (decayed weight)", [(t["theme"], t["weight"]) for t in stats["themes"]]),
+        ("memory items", [(c["text"], c["count"]) for c in stats["memory"]["top_items"]]),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.35 * max(
+        [len(p[1]) for p in panels] + [8]) + 1.5))
+    for ax, (title, rows) in zip(axes, panels, strict=True):
+        rows = rows[::-1]
+        ax.barh([r[0] for r in rows], [r[1] for r in rows], color="#4c72b0")
+        ax.set_title(title)
+        if not rows:
+            ax.text(0.5, 0.5, "none yet", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    out = Path(path)
+    atomic.write_bytes_via(out, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+    return out
