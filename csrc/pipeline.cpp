@@ -303,15 +303,16 @@ void Pipeline::walk() {
 
 // ---- count (for the progress bar's ETA) ---------------------------------------------------------
 
-void Pipeline::count() {
+int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
+                    const std::function<bool()> &stop) {
   int64_t total = 0;
   std::set<std::pair<dev_t, ino_t>> seen;
   std::vector<int> stack;
-  for (auto it = opt_.roots.rbegin(); it != opt_.roots.rend(); ++it) {
+  for (auto it = roots.rbegin(); it != roots.rend(); ++it) {
     int fd = open(it->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) stack.push_back(fd);
   }
-  while (!stack.empty()) {
+  while (!stack.empty() && !stop()) {
     int fd = stack.back();
     stack.pop_back();
     struct stat st;
@@ -324,25 +325,30 @@ void Pipeline::count() {
     while (struct dirent *e = readdir(d)) {
       if (e->d_name[0] == '.') continue;
       bool is_dir = e->d_type == DT_DIR;
-      if (e->d_type == DT_UNKNOWN || (e->d_type == DT_LNK && opt_.follow_symlinks)) {
+      if (e->d_type == DT_UNKNOWN || (e->d_type == DT_LNK && follow_symlinks)) {
         struct stat s;
-        int flags = opt_.follow_symlinks ? 0 : AT_SYMLINK_NOFOLLOW;
+        int flags = follow_symlinks ? 0 : AT_SYMLINK_NOFOLLOW;
         is_dir = fstatat(dirfd(d), e->d_name, &s, flags) == 0 && S_ISDIR(s.st_mode);
       }
       if (is_dir) {
         int child = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (child >= 0) stack.push_back(child);
       } else {
-        std::string name(e->d_name);
-        if (ends_with_json(name) && name != "concerns.json") total++;
+        size_t n = strlen(e->d_name);
+        if (n >= 5 && memcmp(e->d_name + n - 5, ".json", 5) == 0 && strcmp(e->d_name, "concerns.json") != 0) total++;
       }
     }
     closedir(d);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (cancelled_) break;
   }
   for (int fd : stack) close(fd);
-  files_total.store(total);
+  return total;
+}
+
+void Pipeline::count() {
+  files_total.store(count_files(opt_.roots, opt_.follow_symlinks, [this] {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cancelled_;
+  }));
 }
 
 // ---- read + parse --------------------------------------------------------------------------------
@@ -442,6 +448,16 @@ std::string join(const Dir &dir, const std::string &name) {
 }
 
 }  // namespace
+
+InsightParser::InsightParser(size_t max_depth) : reader_(new Reader(max_depth)) {}
+InsightParser::~InsightParser() = default;
+
+int InsightParser::parse(const char *data, size_t len, std::string_view &topic, std::string_view &content,
+                         std::string_view &user) {
+  reader_->reserve(len);
+  if (len) memcpy(reader_->buf.get(), data, len);
+  return parse_insight(*reader_, len, topic, content, user);
+}
 
 void Pipeline::work() {
   try {

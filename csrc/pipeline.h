@@ -10,9 +10,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -61,6 +63,24 @@ struct Options {
 
 struct Batch;
 struct Dir;
+struct Reader;
+
+// One insight file's bytes -> (topic, content, user), or a Reason. The views point into the parser and
+// stay valid until the next call. Exposed on its own for tests and benchmarks.
+class InsightParser {
+ public:
+  explicit InsightParser(size_t max_depth);
+  ~InsightParser();
+  int parse(const char *data, size_t len, std::string_view &topic, std::string_view &content,
+            std::string_view &user);
+
+ private:
+  std::unique_ptr<Reader> reader_;
+};
+
+// How many insight files a walk will meet (names only, nothing read): the progress bar's total.
+int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
+                    const std::function<bool()> &stop);
 
 class Pipeline {
  public:

@@ -5,12 +5,23 @@ the Cython writer) with the GIL released, handing ordered chunks of output back 
 from libc.stdint cimport int64_t, uint64_t
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
+from libcpp.string_view cimport string_view
 from libcpp.vector cimport vector
 
 from jenova_fast.prepare._jsonl cimport append_insight_record
 from jenova_fast.prepare._jsonl import format_chat, format_insight  # noqa: F401  (re-exported)
 from jenova_fast.prepare._pipeline_py import MAX_DEPTH, ScanStats
 from jenova_fast.prepare.report import REASONS, Skip
+
+
+cdef extern from * nogil:
+    """
+    #include <functional>
+    static std::function<bool()> jf_never_stop() { return [] { return false; }; }
+    """
+    cdef cppclass stop_fn "std::function<bool()>":
+        pass
+    stop_fn jf_never_stop()
 
 
 cdef extern from "pipeline.h" namespace "jf" nogil:
@@ -40,6 +51,12 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
 
     cdef cppclass atomic_i64 "std::atomic<int64_t>":
         int64_t load()
+
+    cdef cppclass InsightParser:
+        InsightParser(size_t max_depth) except +
+        int parse(const char* data, size_t length, string_view& topic, string_view& content, string_view& user)
+
+    int64_t c_count_files "jf::count_files"(const vector[string]& roots, cbool follow_symlinks, const stop_fn& stop) except +
 
     cdef cppclass Pipeline:
         Pipeline(Options) except +
@@ -96,3 +113,31 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
         with nogil:
             del pipeline
     return records, stats
+
+
+cdef InsightParser* _parser = new InsightParser(MAX_DEPTH)
+
+
+def parse_insight(bytes data):
+    """Twin of `_pipeline_py.parse_insight`: (topic, content, user) or the SkipReason."""
+    cdef string_view topic, content, user
+    cdef int reason = _parser.parse(data, len(data), topic, content, user)
+    if reason >= 0:
+        return REASONS[reason]
+    return (
+        topic.data()[:topic.size()].decode("utf-8"),
+        content.data()[:content.size()].decode("utf-8"),
+        user.data()[:user.size()].decode("utf-8"),
+    )
+
+
+def count_files(list roots, bint follow_symlinks):
+    """Twin of `_pipeline_py.count_files`: the walk alone, names only."""
+    cdef vector[string] c_roots
+    for root in roots:
+        c_roots.push_back(str(root).encode("utf-8", "surrogateescape"))
+    cdef cbool follow = follow_symlinks
+    cdef stop_fn never = jf_never_stop()
+    with nogil:
+        total = c_count_files(c_roots, follow, never)
+    return total

@@ -164,3 +164,16 @@ def test_threads_do_not_change_the_output(demo_store):
         files[str(path.relative_to(root)).replace("/", "_")] = path.read_bytes()
     outputs = {run_both(files, threads=threads)[0] for threads in (1, 2, 3, 8)}
     assert len(outputs) == 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200) | documents.map(lambda d: json.dumps(d).encode()))
+def test_parse_kernels_agree(data):
+    assert _pipeline.parse_insight(data) == _pipeline_py.parse_insight(data)
+
+
+def test_walk_kernels_agree(demo_store):
+    root, manifest = demo_store
+    for follow in (False, True):
+        assert _pipeline.count_files([str(root)], follow) == _pipeline_py.count_files([str(root)], follow)
+    assert _pipeline.count_files([str(root)], False) == manifest.insights
