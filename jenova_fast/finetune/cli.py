@@ -12,6 +12,7 @@ from typing import TextIO
 from jenova_fast.finetune import install
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.pipeline import TRAINERS, FinetuneConfig, finetune
+from jenova_fast.finetune.runtime import llama_cpp_module
 from jenova_fast.finetune.train_inprocess import Progress
 from jenova_fast.progress import ProgressBar
 
@@ -124,6 +125,7 @@ def install_model_main(argv: list[str] | None = None) -> int:
         p.error("give either a model PATH or --rollback")
     target = args.models_dir / install.INSTALLED_NAME
     try:
+        llama_cpp_module()  # validation loads the model with llama.cpp
         if args.rollback:
             result = install.rollback(target)
             print(f"install-model: rolled back {result.installed}"

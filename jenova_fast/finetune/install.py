@@ -28,8 +28,9 @@ def prev_path(target: Path) -> Path:
 
 def validate_model_file(path: str | os.PathLike[str]) -> None:
     """A readable GGUF with tensors that llama.cpp itself loads; anything else raises FinetuneError."""
-    from jenova_fast.finetune.runtime import load_model
+    from jenova_fast.finetune.runtime import llama_cpp_module, load_model
 
+    llama_cpp_module()  # without the extra: the error that names `pip install 'jenova-fast[finetune]'`
     info = inspect_model(path)
     if info.types.n_tensors == 0:
         raise FinetuneError(f"{path}: the GGUF has no tensors; it is not a usable model")
@@ -59,8 +60,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def install_model(candidate: str | os.PathLike[str], target: str | os.PathLike[str] | None = None,
-                  *, validate: bool = True) -> InstallResult:
-    """Install `candidate` at `target` (default models/jenova.gguf); the replaced model becomes .prev."""
+                  *, validate: bool = True, move: bool = False) -> InstallResult:
+    """Install `candidate` at `target` (default models/jenova.gguf); the replaced model becomes .prev.
+    `move` renames the candidate instead of copying it (same filesystem, e.g. a temp file beside target)."""
     candidate = Path(candidate)
     target = Path(target) if target is not None else DEFAULT_MODELS_DIR / INSTALLED_NAME
     if validate:
@@ -72,7 +74,10 @@ def install_model(candidate: str | os.PathLike[str], target: str | os.PathLike[s
     try:
         if candidate.resolve() == target.resolve():
             raise FinetuneError(f"{candidate}: already installed at {target}")
-        shutil.copyfile(candidate, tmp_new)
+        if move:
+            os.replace(candidate, tmp_new)
+        else:
+            shutil.copyfile(candidate, tmp_new)
         with open(tmp_new, "rb") as fh:
             os.fsync(fh.fileno())
         previous = None

@@ -169,7 +169,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         log.info("held-out loss after: %.4f nats/token", after.loss)
         smoke_messages = split.heldout_conversations[0]
         reply = evaluate.smoke_generate(final, smoke_messages, max_tokens=config.smoke_tokens, threads=threads)
-        placed = install_model(final, out, validate=False)
+        placed = install_model(final, out, validate=False, move=True)
 
     installed = previous = None
     target = Path(config.models_dir) / INSTALLED_NAME

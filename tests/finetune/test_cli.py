@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,12 +51,15 @@ def test_errors_exit_1_with_the_fix(tmp_path, capsys):
     assert err.startswith("finetune: error: ") and "missing.gguf: cannot read the model" in err
 
 
-def test_without_the_extra_the_error_names_the_install_command(tmp_path):
-    code = ("import sys; sys.modules['llama_cpp'] = None; sys.modules['llama_cpp.llama_cpp'] = None; "
-            "from jenova_fast.finetune.cli import main; "
-            f"sys.exit(main(['--base', {str(tmp_path / 'b.gguf')!r}]))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 1
+@pytest.mark.parametrize("args", [["finetune", "--base", "b.gguf"], ["install-model", "b.gguf"],
+                                  ["install-model", "--rollback"]])
+def test_without_the_extra_the_error_names_the_install_command(tmp_path, args):
+    """The core package imports and runs without llama-cpp-python and gguf; asking to fine-tune says how."""
+    code = ("import sys; sys.modules['llama_cpp'] = sys.modules['gguf'] = None; "
+            f"from jenova_fast.cli import main; sys.exit(main({args!r}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert done.returncode == 1, done.stderr
     assert "pip install 'jenova-fast[finetune]'" in done.stderr and "Traceback" not in done.stderr
 
 
