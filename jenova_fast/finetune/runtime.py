@@ -20,6 +20,9 @@ from jenova_fast.finetune.errors import FinetuneError
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'jenova-fast[finetune]'"
+# the struct layouts used here (llama_model_params.load_mode, llama_opt_params.optimizer_type, ...) are
+# those of llama.cpp as vendored by this release; older bindings would silently misplace fields
+MIN_LLAMA_CPP_PYTHON = (0, 3, 36)
 GGML_TYPE_F32 = 0
 LLAMA_LOAD_MODE_NONE = 0  # plain reads into writable buffers; training needs writable weights
 LLAMA_FLASH_ATTN_TYPE_DISABLED = 0  # FLASH_ATTN_EXT has no backward pass
@@ -45,6 +48,15 @@ def llama_cpp_module() -> Any:
             f"fine-tuning needs llama-cpp-python and gguf ({exc}); install them with: {INSTALL_HINT} "
             "(llama-cpp-python builds llama.cpp from source, about 7 minutes on 2 cores)"
         ) from exc
+    import llama_cpp
+
+    version = tuple(int(part) for part in llama_cpp.__version__.split(".")[:3] if part.isdigit())
+    if version < MIN_LLAMA_CPP_PYTHON:
+        raise FinetuneError(
+            f"llama-cpp-python {llama_cpp.__version__} is too old for in-process training (its llama.cpp "
+            f"structs differ); upgrade with: pip install -U 'llama-cpp-python>="
+            f"{'.'.join(map(str, MIN_LLAMA_CPP_PYTHON))}'"
+        )
     if _log_callback is None:
         import ctypes
 

@@ -160,7 +160,6 @@ def train_inprocess(
     """Train an F32 `base` on windows of n_ctx + 1 tokens and save it to `out` (as llama.cpp writes it:
     without chat template, with context_length = n_ctx; `metadata.restore_metadata` fixes both)."""
     lib = _Lib()
-    lc = llama_cpp_module()
     n_ctx = train_windows.shape[1] - 1
     n_train, n_eval = len(train_windows), len(heldout_windows)
     result = TrainResult()
@@ -230,5 +229,5 @@ def train_inprocess(
             lib.ggml_opt_result_free(result_eval)
             lib.ggml_opt_dataset_free(dataset)
         result.seconds = time.perf_counter() - started
-        lc.llama_model_save_to_file(model, os.fsencode(Path(out)))
+        lib.llama_model_save_to_file(model, os.fsencode(Path(out)))
     return result
