@@ -17,7 +17,7 @@ from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.install import DEFAULT_MODELS_DIR, INSTALLED_NAME, install_model, validate_model_file
 from jenova_fast.finetune.metadata import open_reader, read_kv, restore_metadata
 from jenova_fast.finetune.train_inprocess import ProgressCallback, TrainResult, train_inprocess
-from jenova_fast.finetune.train_program import find_program, train_program
+from jenova_fast.finetune.train_program import ENV_VAR, find_program, train_program
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     program = find_program(config.llama_finetune) if config.trainer == "llama-finetune" else None
     if config.trainer == "llama-finetune" and program is None:
         raise FinetuneError(f"--trainer llama-finetune: no program found; pass --llama-finetune PATH, set "
-                            f"${'JENOVA_LLAMA_FINETUNE'}, or put llama-finetune on PATH (docs/finetune.md)")
+                            f"${ENV_VAR}, or put llama-finetune on PATH (docs/finetune.md)")
     threads = runtime.pick_threads(config.threads)
     base, out = Path(config.base), Path(config.out)
     notes: list[str] = []
@@ -135,8 +135,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
             data.conversations, renderer, lambda text: runtime.tokenize(vocab_model, text),
             bos=bos, add_bos=add_bos, eval_fraction=config.eval_fraction, seed=config.seed)
         if program is not None:
-            # the program sees plain text: the records it trains on, rendered, in the same order
-            train_text = "".join(renderer.conversation(m) for m in _train_conversations(data, split, config))
+            # the program reads plain text: the same rendered training records, in the same order
+            train_text = "".join(split.train_texts)
             n_text_tokens = len(runtime.tokenize(vocab_model, train_text, parse_special=False, add_bos=True))
     validate.check_tokens(config.data, len(split.train), len(split.heldout), config.n_ctx)
     train_windows = render.windows(split.train, config.n_ctx, config.n_ctx // 2)
@@ -193,16 +193,12 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         heldout_loss_before=before.loss, heldout_loss_after=after.loss,
         heldout_accuracy_before=before.accuracy, heldout_accuracy_after=after.accuracy,
         per_epoch=result.epochs, restored_metadata=restored,
-        smoke_prompt=smoke_messages[0]["content"] if smoke_messages else "", smoke_reply=reply,
+        smoke_prompt=next((m["content"] for m in reversed(smoke_messages) if m["role"] == "user"), ""),
+        smoke_reply=reply,
         report=str(report_path), notes=notes,
     )
     _write_atomic(report_path, report.to_json() + "\n")
     return report
-
-
-def _train_conversations(data: render.ChatData, split: render.TokenSplit, config: FinetuneConfig) -> list[Any]:
-    held = {id(m) for m in split.heldout_conversations}
-    return [m for m in data.conversations if id(m) not in held]
 
 
 def _template_override(info: validate.ModelInfo, template: str) -> dict[str, Any]:

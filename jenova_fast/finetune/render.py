@@ -131,6 +131,7 @@ class TokenSplit:
 
     train: np.ndarray
     heldout: np.ndarray
+    train_texts: list[str]  # the rendered training records, for a trainer that reads text (route B)
     heldout_conversations: list[Messages]
     n_train_records: int
     n_heldout_records: int
@@ -158,7 +159,7 @@ def split_and_tokenize(
         raise FinetuneError(f"only {len(order)} records: too few to hold out {eval_fraction:.0%} and still train")
     skipped = 0
 
-    def stream(indices: list[int]) -> np.ndarray:
+    def stream(indices: list[int], texts: list[str]) -> np.ndarray:
         nonlocal skipped
         parts = []
         for i in indices:
@@ -168,6 +169,7 @@ def split_and_tokenize(
                 skipped += 1
                 log.warning("record %d skipped: the chat template refused it (%s)", i, exc)
                 continue
+            texts.append(text)
             tokens = tokenize(text)
             if add_bos and (len(tokens) == 0 or tokens[0] != bos):
                 tokens = np.concatenate([np.array([bos], dtype=np.int32), tokens])
@@ -175,9 +177,11 @@ def split_and_tokenize(
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
     heldout_idx, train_idx = order[:n_heldout], order[n_heldout:]
+    train_texts: list[str] = []
     return TokenSplit(
-        train=stream(train_idx),
-        heldout=stream(heldout_idx),
+        train=stream(train_idx, train_texts),
+        heldout=stream(heldout_idx, []),
+        train_texts=train_texts,
         heldout_conversations=[conversations[i] for i in heldout_idx],
         n_train_records=len(train_idx),
         n_heldout_records=len(heldout_idx),

@@ -71,6 +71,8 @@ def test_records_the_template_refuses_are_skipped_and_counted(vocab, caplog):
         split = render.split_and_tokenize(records, renderer, lambda t: runtime.tokenize(vocab, t), bos=BOS,
                                           add_bos=True, eval_fraction=0.2, seed=0)
     assert split.skipped_render == 1 and "chat template refused it" in caplog.text
+    assert len(split.train_texts) + int((split.heldout == BOS).sum()) == 9  # every other record, once
+    assert "roles must alternate" not in "".join(split.train_texts)
 
 
 def test_named_and_file_templates(tmp_path):
