@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,19 +84,31 @@ struct Reader {
 
 Pipeline::Pipeline(Options options) : opt_(std::move(options)) {
   if (opt_.threads < 1) opt_.threads = 1;
-  max_inflight_ = static_cast<size_t>(opt_.threads) * 4 + 4;
+  opt_.max_readers = std::max(opt_.max_readers, opt_.threads);
+  max_inflight_ = static_cast<size_t>(opt_.max_readers) * 2 + 8;
 }
 
 Pipeline::~Pipeline() {
-  cancel();
+  cancel();  // after this no reader is added, so threads_ no longer changes
   for (auto &t : threads_)
     if (t.joinable()) t.join();
 }
 
 void Pipeline::start() {
+  std::lock_guard<std::mutex> lock(mu_);
   threads_.emplace_back(&Pipeline::walk, this);
-  for (int i = 0; i < opt_.threads; i++) threads_.emplace_back(&Pipeline::work, this);
   if (opt_.count_total) threads_.emplace_back(&Pipeline::count, this);
+  for (int i = 0; i < opt_.threads; i++) {
+    readers_++;
+    threads_.emplace_back(&Pipeline::work, this);
+  }
+}
+
+void Pipeline::add_reader() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (cancelled_ || walk_done_ || readers_ >= opt_.max_readers) return;
+  readers_++;
+  threads_.emplace_back(&Pipeline::work, this);
 }
 
 void Pipeline::cancel() {
@@ -472,6 +485,8 @@ void Pipeline::work() {
         todo_.pop_front();
       }
       Chunk &out = batch->result;
+      struct rusage before, after;
+      getrusage(RUSAGE_THREAD, &before);
       for (Item &item : batch->items) {
         if (item.kind == IGNORED) {
           out.ignored++;
@@ -506,6 +521,9 @@ void Pipeline::work() {
                     user.size());
         out.records++;
       }
+      // Reads that blocked show up as voluntary context switches: then another reader pays.
+      getrusage(RUSAGE_THREAD, &after);
+      if ((after.ru_nvcsw - before.ru_nvcsw) * 4 > static_cast<long>(batch->items.size())) add_reader();
       batch->items.clear();  // releases directory fds early
       batch->items.shrink_to_fit();
       std::lock_guard<std::mutex> lock(mu_);

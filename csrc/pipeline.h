@@ -58,6 +58,9 @@ struct Options {
   int threads = 1;
   bool count_total = false;
   size_t max_depth = 512;
+  // Readers beyond `threads` start only while reads block (a cold page cache): a cold store needs
+  // many reads in flight, a warm one no more threads than cores.
+  int max_readers = 32;
   format_fn format = nullptr;
 };
 
@@ -107,6 +110,7 @@ class Pipeline {
   void emit(const std::shared_ptr<Dir> &dir, std::string name, int kind, int reason);
   void flush_batch();
   void fail(const std::string &message);
+  void add_reader();
 
   Options opt_;
   std::mutex mu_;
@@ -119,6 +123,7 @@ class Pipeline {
   std::string error_;
   std::vector<std::thread> threads_;
   size_t max_inflight_;
+  int readers_ = 0;
 };
 
 }  // namespace jf

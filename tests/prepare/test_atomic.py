@@ -100,3 +100,20 @@ def test_no_store_and_unwritable_output_are_clear_errors(impl, tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(OutputError, match=r"a_file/o\.jsonl.*--output"):
         jenova_fast.prepare(store, tmp_path / "a_file" / "o.jsonl")
+
+
+def test_cold_cache_run_gives_the_same_bytes(impl, demo_store, tmp_path):
+    """Evicting the store from the page cache makes reads block, which starts extra native readers."""
+    root, _ = demo_store
+    warm = tmp_path / "warm.jsonl"
+    jenova_fast.prepare(root, warm)
+    os.sync()
+    for path in root.rglob("*.json"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    cold = tmp_path / "cold.jsonl"
+    jenova_fast.prepare(root, cold, threads=1)
+    assert cold.read_bytes() == warm.read_bytes()
