@@ -130,7 +130,9 @@ MIGRATIONS = {1: _migrate_1_to_2}
 
 def read(path: Path) -> State:
     """Load a state file (any known schema); ValueError/OSError/KeyError if it is damaged."""
-    with np.load(path, allow_pickle=False) as z:
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
         members = _Members({name: z[name] for name in z.files})
     header = json.loads(members["header"].tobytes().decode("utf-8"))
     if not isinstance(header, dict) or header.get("format") != FORMAT:

@@ -50,7 +50,7 @@ def tables(cache_dir: Path | None = None) -> UnicodeTables:
     path = None if cache_dir is None else Path(cache_dir) / f"unicode-{unicodedata.unidata_version}.npz"
     if path is not None and path.exists():
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
                 loaded = UnicodeTables(z["fold_off"], z["fold_cp"], z["is_word"])
             if loaded.fold_off.shape == (N_CODE_POINTS + 1,) and loaded.is_word.shape == (N_CODE_POINTS,):
                 _tables = loaded
