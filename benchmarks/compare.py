@@ -63,6 +63,7 @@ class Run:
     rss_mb: float
     status: str  # "ok", "gave up", "failed", "timeout"
     detail: str = ""
+    cpu: float | None = None  # user + system seconds of the run's process tree
     check: str = ""  # verdict of the records check
 
 
@@ -78,6 +79,11 @@ class Row:
     def wall(self) -> float | None:
         walls = self.ok_walls()
         return statistics.median(walls) if walls else None
+
+    @property
+    def cpu(self) -> float | None:
+        cpus = [r.cpu for r in self.runs if r.status == "ok" and r.cpu is not None]
+        return statistics.median(cpus) if cpus else None
 
     @property
     def rss_mb(self) -> float | None:
@@ -131,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
                 rows[a.key].runs.append(run)
                 _say(
                     f"[{round_no}/{args.repeat}] {a.label:<34} {run.wall:8.2f} s {run.rss_mb:8.1f} MB  "
-                    f"{run.status}{' ' + run.check if run.check else ''}"
+                    f"cpu {run.cpu or 0:7.2f} s  {run.status}{' ' + run.check if run.check else ''}"
                     f"{(': ' + run.detail.splitlines()[-1][:300]) if run.detail and run.status != 'ok' else ''}"
                 )
 
     result = _summarise(args, store, threads, counts, approaches, rows, checker)
     result["eviction"] = evictor[1] if evictor else None
+    if args.save:
+        Path(args.save).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     else:
@@ -169,6 +177,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--approaches", help="comma-separated keys to run (default: all available)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a run is killed")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--save", metavar="FILE.json", help="also write the results as JSON to this file")
     return parser.parse_args(argv)
 
 
@@ -381,20 +390,21 @@ def _run(a: Approach, output: Path, tmp: Path, timeout: float, launcher: Path | 
         timer.cancel()
     proc.returncode = code = os.waitstatus_to_exitcode(status)
     rss_mb = usage.ru_maxrss / 1024  # KiB on Linux; without the launcher this includes the harness's RSS
+    cpu = usage.ru_utime + usage.ru_stime
     if launcher is not None and report.exists():
         measured = json.loads(report.read_text())
-        wall, rss_mb, code = measured["wall_s"], measured["maxrss_kb"] / 1024, measured["exit"]
+        wall, cpu, rss_mb, code = measured["wall_s"], measured["cpu_s"], measured["maxrss_kb"] / 1024, measured["exit"]
     stderr = (tmp / "stderr").read_text(errors="replace").strip()
     tail = "\n".join(stderr.splitlines()[-5:])
     if timed_out.is_set():
-        return Run(wall, rss_mb, "timeout", f"killed after {timeout:.0f} s")
+        return Run(wall, rss_mb, "timeout", f"killed after {timeout:.0f} s", cpu)
     if code == EXIT_GAVE_UP:
-        return Run(wall, rss_mb, "gave up", tail)
+        return Run(wall, rss_mb, "gave up", tail, cpu)
     if code != 0:
-        return Run(wall, rss_mb, "failed", f"exit {code}: {tail}")
+        return Run(wall, rss_mb, "failed", f"exit {code}: {tail}", cpu)
     if a.writes_output and not output.exists():
-        return Run(wall, rss_mb, "failed", f"exit 0 but no output file {output}")
-    return Run(wall, rss_mb, "ok", tail)
+        return Run(wall, rss_mb, "failed", f"exit 0 but no output file {output}", cpu)
+    return Run(wall, rss_mb, "ok", tail, cpu)
 
 
 # --- the records check -------------------------------------------------------------------------------
@@ -466,6 +476,7 @@ def _records(path: Path) -> Counter[bytes]:
 def _summarise(args, store, threads, counts, approaches, rows, checker) -> dict:
     by_key = {key: row.wall for key, row in rows.items()}
     floor = by_key.get("floor")
+    floor_cpu = rows["floor"].cpu if "floor" in rows else None
     floors = [w for k, w in by_key.items() if k.startswith("floor") and w]
     best_floor = min(floors) if floors else None
     reference = by_key.get("reference")
@@ -486,6 +497,8 @@ def _summarise(args, store, threads, counts, approaches, rows, checker) -> dict:
             else ", ".join(f"{n}× {s}" for s, n in statuses.items()),
             "wall_s": wall,
             "walls_s": [r.wall for r in row.runs],
+            "cpu_s": row.cpu,
+            "x_floor_cpu": row.cpu / floor_cpu if row.cpu and floor_cpu else None,
             "peak_rss_mb": row.rss_mb,
             "files_per_s": counts["files"] / wall if wall else None,
             "mb_per_s": counts["bytes"] / 1e6 / wall if wall else None,
@@ -593,7 +606,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _table(result: dict) -> str:
-    head = ["approach", "wall s", "files/s", "MB/s", "peak RSS MB", "× floor", "× faster than ref", "records"]
+    head = ["approach", "wall s", "files/s", "MB/s", "peak RSS MB", "× floor", "× faster than ref", "CPU s",
+            "CPU × floor", "records"]  # fmt: skip
     lines = [
         f"{result['files']:,} files ({result['bytes'] / 1e6:,.1f} MB), {result['records']:,} records, "
         f"{result['cache']} cache, {result['threads']} threads, median of {result['repeat']}"
@@ -620,6 +634,8 @@ def _table(result: dict) -> str:
                     _fmt(r["peak_rss_mb"], ",.0f"),
                     _fmt(r["x_floor"], ".2f"),
                     _fmt(r["speedup_vs_reference"], ".2f"),
+                    _fmt(r["cpu_s"], ".2f"),
+                    _fmt(r["x_floor_cpu"], ".2f"),
                     records,
                 ]
             )
