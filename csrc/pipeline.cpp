@@ -520,6 +520,7 @@ void Pipeline::work() {
         opt_.format(&out.data, topic.data(), topic.size(), content.data(), content.size(), user.data(),
                     user.size());
         out.records++;
+        if (opt_.collect_topics) out.topics.emplace_back(topic);
       }
       // Reads that blocked show up as voluntary context switches: then another reader pays.
       getrusage(RUSAGE_THREAD, &after);

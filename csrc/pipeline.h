@@ -48,6 +48,7 @@ struct Skip {
 struct Chunk {
   std::string data;
   std::vector<Skip> skips;
+  std::vector<std::string> topics;  // each record's topic, when Options::collect_topics
   uint64_t files = 0, bytes = 0, records = 0, ignored = 0;
 };
 
@@ -57,6 +58,7 @@ struct Options {
   bool follow_symlinks = false;
   int threads = 1;
   bool count_total = false;
+  bool collect_topics = false;
   size_t max_depth = 512;
   // Readers beyond `threads` start only while reads block (a cold page cache): a cold store needs
   // many reads in flight, a warm one no more threads than cores.

@@ -35,6 +35,7 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
     cdef cppclass Chunk:
         string data
         vector[CSkip] skips
+        vector[string] topics
         uint64_t files, bytes, records, ignored
 
     cdef cppclass Options:
@@ -43,6 +44,7 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
         cbool follow_symlinks
         int threads
         cbool count_total
+        cbool collect_topics
         size_t max_depth
         format_fn format
 
@@ -69,7 +71,8 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
         atomic_i64 files_total
 
 
-def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, progress, count_total=False):
+def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, progress, count_total=False,
+        topics=None):
     """Same contract as `_pipeline_py.run`."""
     cdef Options opt
     for root in roots:
@@ -78,6 +81,7 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
     opt.follow_symlinks = follow_symlinks
     opt.threads = threads
     opt.count_total = count_total
+    opt.collect_topics = topics is not None
     opt.max_depth = MAX_DEPTH
     opt.format = append_insight_record
     cdef Pipeline* pipeline = new Pipeline(opt)
@@ -98,6 +102,9 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
             if status > 0:
                 for i in range(chunk.skips.size()):
                     on_skip(Skip(chunk.skips[i].path.decode("utf-8", "surrogateescape"), REASONS[chunk.skips[i].reason]))
+                if topics is not None:
+                    for i in range(chunk.topics.size()):
+                        topics.append(chunk.topics[i].decode("utf-8"))
                 if chunk.data.size():
                     write(chunk.data)  # bytes; Python's file write releases the GIL
                 records += chunk.records

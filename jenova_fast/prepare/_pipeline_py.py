@@ -270,8 +270,12 @@ def run(
     on_skip: Callable[[Skip], object],
     progress: Callable[[int, int, int | None], object],
     count_total: bool = False,
+    topics: list[str] | None = None,
 ) -> tuple[int, ScanStats]:
-    """Write every insight's record through `write`; returns (records, stats). `threads` is ignored."""
+    """Write every insight's record through `write`; returns (records, stats). `threads` is ignored.
+
+    With a `topics` list, each record's topic is appended to it before the chunk holding the record is
+    written (one per line, in order): what `--balance-topics` filters on."""
     del threads
     total = count_files(roots, follow_symlinks) if count_total else None
     events, stats = scan(roots, max_bytes, follow_symlinks)
@@ -281,6 +285,8 @@ def run(
             on_skip(event)
             continue
         pending.append(format_insight(event.topic, event.content, event.user))
+        if topics is not None:
+            topics.append(event.topic)
         records += 1
         if len(pending) >= 4096:
             write(b"".join(pending))

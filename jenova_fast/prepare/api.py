@@ -8,6 +8,7 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from jenova_fast._implementation import pure_requested
 from jenova_fast.prepare import _pipeline_py
 from jenova_fast.prepare._pipeline_py import Insight
+from jenova_fast.prepare.balance import TopicBalancer, topic_caps_for
 from jenova_fast.prepare.history import iter_history_pairs
 from jenova_fast.prepare.output import atomic_output
 from jenova_fast.prepare.report import PrepareReport, Skip
@@ -73,9 +75,14 @@ def prepare(
     threads: int | None = None,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     follow_symlinks: bool = False,
+    balance_topics: bool = False,
+    cpa_state_dir: PathLike | None = None,
     progress: ProgressCallback | None = None,
 ) -> PrepareReport:
     """Write one chat record per insight (then per history pair) to `output`, atomically.
+
+    `balance_topics` caps each topic's records by the CPA's theme weights (state in `cpa_state_dir`,
+    default the current user's `.cpa_state`); it reads the store twice.
 
     Raises StoreNotFoundError when there is no store, OutputError when `output` cannot be written,
     FileNotFoundError for a missing history file; bad insight files are skipped and reported.
@@ -86,8 +93,15 @@ def prepare(
     threads = max(1, threads or available_threads())
     report = PrepareReport(output=os.fspath(output), implementation=name, threads=threads)
     start = time.perf_counter()
+    balancer = (
+        _balancer(module, roots, report.threads, max_file_bytes, follow_symlinks, cpa_state_dir)
+        if (balance_topics)
+        else None
+    )
     with atomic_output(Path(output)) as f:
-        _run(module, roots, history, report, f.write, max_file_bytes, follow_symlinks, progress, start)
+        _run(module, roots, history, report, f.write, max_file_bytes, follow_symlinks, progress, start, balancer)
+    if balancer is not None:
+        report.balanced_out = balancer.dropped
     report.seconds = time.perf_counter() - start
     logger.info("%s", report.summary())
     return report
@@ -167,6 +181,36 @@ class _Cancelled(Exception):
     pass
 
 
+def _balancer(
+    module: ModuleType,
+    roots: list[str],
+    threads: int,
+    max_file_bytes: int,
+    follow_symlinks: bool,
+    state_dir: PathLike | None,
+) -> TopicBalancer:
+    """A first pass that counts each topic's records, capped by the CPA."""
+    counts: Counter[str] = Counter()
+    topics: list[str] = []
+
+    def count(chunk: bytes) -> None:
+        counts.update(topics)
+        topics.clear()
+
+    module.run(
+        roots,
+        max_bytes=max_file_bytes,
+        follow_symlinks=follow_symlinks,
+        threads=threads,
+        write=count,
+        on_skip=lambda skip: None,
+        progress=lambda *args: None,
+        topics=topics,
+    )
+    counts.update(topics)
+    return TopicBalancer(counts, topic_caps_for(state_dir, counts))
+
+
 def _check_history(path: PathLike | None) -> Path | None:
     if path is None:
         return None
@@ -189,6 +233,7 @@ def _run(
     follow_symlinks: bool,
     progress: ProgressCallback | None,
     start: float,
+    balancer: TopicBalancer | None = None,
 ) -> None:
     def on_skip(skip: Skip) -> None:
         logger.info("skipped %s: %s", skip.path, skip.reason.value)
@@ -197,6 +242,15 @@ def _run(
     def on_progress(files_done: int, bytes_read: int, files_total: int | None = None) -> None:
         if progress is not None:
             progress(Progress(files_done, bytes_read, files_total, time.perf_counter() - start))
+
+    topics: list[str] | None = None
+    if balancer is not None:
+        topics, write_all = [], write
+
+        def write(chunk: bytes) -> None:
+            kept = balancer.filter(chunk, topics)
+            topics.clear()
+            write_all(kept)
 
     records, stats = module.run(
         roots,
@@ -207,8 +261,9 @@ def _run(
         on_skip=on_skip,
         progress=on_progress,
         count_total=progress is not None,
+        topics=topics,
     )
-    report.insight_records = records
+    report.insight_records = records - (balancer.dropped if balancer else 0)
     report.files_seen, report.bytes_read, report.ignored = stats.files_seen, stats.bytes_read, stats.ignored
     if history is not None:
         pending = []

@@ -42,6 +42,12 @@ def build_parser(prog: str = "jenova-fast prepare") -> argparse.ArgumentParser:
         metavar="N",
         help=f"skip insight files larger than this (default {DEFAULT_MAX_FILE_BYTES})",
     )
+    where.add_argument(
+        "--balance-topics",
+        action="store_true",
+        help="cap each topic's share of the records by the CPA's theme weights (reads the store twice)",
+    )
+    where.add_argument("--cpa-state-dir", metavar="DIR", help="CPA state for --balance-topics (default: the user's)")
     out = parser.add_argument_group("output")
     out.add_argument(
         "--output", "--output-file", default=str(DEFAULT_OUTPUT), metavar="FILE", help="default: %(default)s"
@@ -91,6 +97,8 @@ def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> in
             threads=args.threads,
             max_file_bytes=args.max_file_bytes,
             follow_symlinks=args.follow_symlinks,
+            balance_topics=args.balance_topics,
+            cpa_state_dir=args.cpa_state_dir,
             progress=show if bar else None,
         )
     except (StoreNotFoundError, OutputError, FileNotFoundError, ImportError) as exc:

@@ -51,6 +51,7 @@ class PrepareReport:
     bytes_read: int = 0
     seconds: float = 0.0
     ignored: int = 0  # concerns.json files: known non-insights, not errors
+    balanced_out: int = 0  # valid insights left out by --balance-topics
     skips: list[Skip] = field(default_factory=list)
 
     @property
@@ -73,7 +74,9 @@ class PrepareReport:
             f"{self.history_records:,} history){where} from {self.files_seen:,} files "
             f"({self.bytes_read / 1e6:,.1f} MB) in {self.seconds:.2f}s "
             f"({self.files_per_second:,.0f} files/s, {self.implementation}, {self.threads} threads); "
-            f"skipped {skipped:,}" + (f" ({reasons})" if reasons else "")
+            f"skipped {skipped:,}"
+            + (f" ({reasons})" if reasons else "")
+            + (f"; {self.balanced_out:,} left out by --balance-topics" if self.balanced_out else "")
         )
 
     def to_dict(self) -> dict[str, object]:
