@@ -92,6 +92,7 @@ class Row:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # so a killed harness kills its current run
     threads = args.threads or len(os.sched_getaffinity(0))
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -385,7 +386,14 @@ def _run(a: Approach, output: Path, tmp: Path, timeout: float, launcher: Path | 
 
         timer = threading.Timer(timeout, kill)
         timer.start()
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C or SIGTERM: take the run's process group down with us
+            timer.cancel()
+            os.killpg(proc.pid, signal.SIGKILL)
+            os.wait4(proc.pid, 0)
+            proc.returncode = -signal.SIGKILL
+            raise
         wall = time.perf_counter() - started
         timer.cancel()
     proc.returncode = code = os.waitstatus_to_exitcode(status)
@@ -506,7 +514,14 @@ def _summarise(args, store, threads, counts, approaches, rows, checker) -> dict:
             "x_best_floor": wall / best_floor if wall and best_floor else None,
             "speedup_vs_reference": reference / wall if wall and reference else None,
             "records": "; ".join(checks) if checks else ("n/a" if not a.writes_output else ""),
-            "detail": next((r.detail.splitlines()[-1] for r in row.runs if r.status != "ok" and r.detail), ""),
+            "detail": next(
+                (
+                    f"after {r.wall:.2f} s: {r.detail.splitlines()[-1]}"
+                    for r in row.runs
+                    if r.status != "ok" and r.detail
+                ),
+                "",
+            ),
         }
         results.append(entry)
     return {
