@@ -12,11 +12,14 @@ import json
 import os
 import random
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from jenova_fast.prepare.report import SkipReason
+from jenova_fast.progress import ProgressBar
 
 MANIFEST = ".jenova-demo.json"  # hidden, so prepare never reads it
 CORRUPT_FRACTION = 0.005
@@ -156,8 +159,12 @@ def _corrupt(kind: SkipReason, good: dict, rng: random.Random) -> bytes:
     raise ValueError(kind)
 
 
-def write_store(root: Path | str, insights: int, seed: int = 0) -> Manifest:
-    """Write `insights` insight files (some corrupt) under `root`, laid out like a real ~/.jenova-ai."""
+def write_store(
+    root: Path | str, insights: int, seed: int = 0, progress: Callable[[int, int], object] | None = None
+) -> Manifest:
+    """Write `insights` insight files (some corrupt) under `root`, laid out like a real ~/.jenova-ai.
+
+    `progress(done, total)` is called every few thousand files."""
     root = Path(root)
     rng = random.Random(seed)
     manifest = Manifest(insights=insights, seed=seed)
@@ -190,6 +197,8 @@ def write_store(root: Path | str, insights: int, seed: int = 0) -> Manifest:
             data = _corrupt(kind, obj, rng)
             manifest.corrupt.setdefault(kind.value, []).append(os.fspath(path.relative_to(root)))
         path.write_bytes(data)
+        if progress is not None and i % 2048 == 2047:
+            progress(i + 1, insights)
     for concerns_dir in {root / "insights", *(root / "users" / u / "insights" for u in USERS)}:
         if concerns_dir.is_dir():
             concerns = {t: {"description": f"open questions about {t}", "related_concerns": []} for t in TOPICS[:5]}
@@ -206,7 +215,9 @@ def read_manifest(root: Path | str) -> Manifest | None:
     return Manifest(**data)
 
 
-def ensure_store(root: Path | str, insights: int, seed: int = 0) -> Manifest:
+def ensure_store(
+    root: Path | str, insights: int, seed: int = 0, progress: Callable[[int, int], object] | None = None
+) -> Manifest:
     """Reuse the store at `root` if it was made with the same parameters, else write it."""
     root = Path(root)
     found = read_manifest(root)
@@ -217,7 +228,7 @@ def ensure_store(root: Path | str, insights: int, seed: int = 0) -> Manifest:
             f"{root} is not empty and holds no demo store of {insights} insights (seed {seed}); "
             "pass an empty or new --dir, or the --insights/--seed it was made with"
         )
-    return write_store(root, insights, seed)
+    return write_store(root, insights, seed, progress)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,11 +245,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quiet", "-q", action="store_true")
     args = parser.parse_args(argv)
+    bar = None if args.quiet else ProgressBar("demo store", "files")
+    started = time.monotonic()
+
+    def show(done: int, total: int) -> None:
+        assert bar is not None
+        bar.update(done, total, time.monotonic() - started)
+
     try:
-        manifest = ensure_store(args.dir, args.insights, args.seed)
+        manifest = ensure_store(args.dir, args.insights, args.seed, show if bar else None)
     except (OSError, ValueError) as exc:
         print(f"jenova-fast demo: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if bar:
+            bar.close()
     if not args.quiet:
         planted = sum(len(paths) for paths in manifest.corrupt.values())
         print(f"demo store {args.dir}: {manifest.insights:,} insight files, {planted} deliberately corrupt")

@@ -20,14 +20,18 @@ class ProgressBar:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self._interval = 0.1 if self.tty else 5.0
-        self._last = 0.0
+        self._last = 0.0 if self.tty else time.monotonic()  # a log gets no line for a short run
         self._drawn = False
+        self._state: tuple[int, int | None] | None = None
 
     def update(self, done: int, total: int | None, elapsed: float, extra: str = "", force: bool = False) -> None:
+        """`force` draws now (on a terminal), e.g. the final state, unless it is already on screen."""
         now = time.monotonic()
+        force = force and self.tty and self._state != (done, total)
         if not force and now - self._last < self._interval:
             return
         self._last = now
+        self._state = (done, total)
         rate = done / elapsed if elapsed > 0 else 0.0
         if total:
             fraction = min(done / total, 1.0)
