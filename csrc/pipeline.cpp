@@ -231,10 +231,7 @@ void Pipeline::walk_root(const std::string &root) {
     stack.push_back(std::move(level));
   }
   while (!stack.empty()) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (cancelled_) return;
-    }
+    if (cancelled_.load(std::memory_order_relaxed)) return;
     Level &level = stack.back();
     if (level.next >= level.names.size()) {
       stack.pop_back();
@@ -301,7 +298,6 @@ void Pipeline::walk() {
   try {
     for (const std::string &root : opt_.roots) {
       walk_root(root);
-      std::lock_guard<std::mutex> lock(mu_);
       if (cancelled_) break;
     }
     flush_batch();
@@ -358,10 +354,7 @@ int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
 }
 
 void Pipeline::count() {
-  files_total.store(count_files(opt_.roots, opt_.follow_symlinks, [this] {
-    std::lock_guard<std::mutex> lock(mu_);
-    return cancelled_;
-  }));
+  files_total.store(count_files(opt_.roots, opt_.follow_symlinks, [this] { return cancelled_.load(); }));
 }
 
 // ---- read + parse --------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ class Pipeline {
   std::deque<std::shared_ptr<Batch>> todo_;      // waiting for a worker
   std::shared_ptr<Batch> building_;
   bool walk_done_ = false;
-  bool cancelled_ = false;
+  std::atomic<bool> cancelled_{false};  // written under mu_, read without it by the walk loops
   std::string error_;
   std::vector<std::thread> threads_;
   size_t max_inflight_;
