@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -159,3 +160,15 @@ def test_iter_records_can_stop_early(impl, demo_store):
 def test_reference_helper_is_not_vacuous(demo_store):
     root, manifest = demo_store
     assert len(reference_records(Path(root))) == manifest.records > 1000
+
+
+def test_library_never_prints_it_logs_and_reports_progress(impl, demo_store, tmp_path, capfd, caplog):
+    root, manifest = demo_store
+    seen = []
+    with caplog.at_level("INFO", logger="jenova_fast.prepare"):
+        report = jenova_fast.prepare(root, tmp_path / "o.jsonl", progress=seen.append)
+    assert capfd.readouterr() == ("", "")
+    skipped_logs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped ")]
+    assert len(skipped_logs) == len(report.skips) == sum(len(p) for p in manifest.corrupt.values())
+    assert seen and seen[-1].files_done == seen[-1].files_total == manifest.insights
+    assert all(a.files_done <= b.files_done for a, b in itertools.pairwise(seen))
