@@ -184,7 +184,6 @@ bool list_sorted(int fd, std::vector<Entry> &names) {
 }  // namespace
 
 void Pipeline::walk_root(const std::string &root) {
-  std::string base = root;
   std::vector<Level> stack;
   auto open_dir = [&](int parent_fd, const std::string &name, const std::string &path, bool follow,
                       const std::shared_ptr<Dir> &parent) -> bool {
@@ -208,28 +207,9 @@ void Pipeline::walk_root(const std::string &root) {
     stack.push_back(std::move(level));
     return true;
   };
-  // The root is reported by its own path: a pseudo-directory whose path is empty.
-  auto top = std::make_shared<Dir>(AT_FDCWD, std::string());
-  top->fd = -1;
-  {
-    int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-      int err = errno;
-      if (fd >= 0) close(fd);
-      emit(top, root, SKIP_UNSEEN, errno_reason(err));
-      return;
-    }
-    Level level;
-    level.dir = std::make_shared<Dir>(fd, root);
-    level.dev = st.st_dev;
-    level.ino = st.st_ino;
-    if (!list_sorted(fd, level.names)) {
-      emit(top, root, SKIP_UNSEEN, errno_reason(errno));
-      return;
-    }
-    stack.push_back(std::move(level));
-  }
+  // The root is reported by its own path: its parent is a pseudo-directory whose path is empty.
+  auto top = std::make_shared<Dir>(-1, std::string());
+  if (!open_dir(AT_FDCWD, root, root, true, top)) return;
   while (!stack.empty()) {
     if (cancelled_.load(std::memory_order_relaxed)) return;
     Level &level = stack.back();
