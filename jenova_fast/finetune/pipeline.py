@@ -167,6 +167,11 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         validate_model_file(final)
         after = evaluate.heldout_loss(final, heldout_windows, threads)
         log.info("held-out loss after: %.4f nats/token", after.loss)
+        if not after.loss < before.loss:  # also catches NaN
+            raise FinetuneError(
+                f"{out}: not written: the held-out loss went from {before.loss:.4f} to {after.loss:.4f} nats/token, "
+                f"so the result is worse than the base (training diverged or overfit); lower --lr ({config.lr:g}) "
+                f"or --epochs ({config.epochs})")
         smoke_messages = split.heldout_conversations[0]
         reply = evaluate.smoke_generate(final, smoke_messages, max_tokens=config.smoke_tokens, threads=threads)
         placed = install_model(final, out, validate=False, move=True)

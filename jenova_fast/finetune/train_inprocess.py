@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.runtime import library_dir, llama_cpp_module, load_model, new_context
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ def train_inprocess(
                 train_loss, train_acc = lib.result_stats(result_train)
                 eval_loss, eval_acc = lib.result_stats(result_eval)
                 if not math.isfinite(train_loss):
-                    raise RuntimeError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); lower --lr")
+                    raise FinetuneError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); lower --lr")
                 result.epochs.append({"train_loss": train_loss, "train_accuracy": train_acc,
                                       "eval_loss": eval_loss, "eval_accuracy": eval_acc})
                 log.info("epoch %d/%d: train loss %.4f acc %.1f%%, held-out loss %.4f acc %.1f%%", epoch + 1,

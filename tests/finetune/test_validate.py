@@ -164,3 +164,14 @@ def test_llama_finetune_program_missing_or_not_executable(tmp_path, tiny_base, c
     os.chmod(script, 0o644)
     _fails("not an executable llama-finetune", finetune,
            _config(tmp_path, tiny_base, chat_jsonl, trainer="llama-finetune", llama_finetune=script))
+
+
+def test_a_result_worse_than_the_base_is_never_written(tmp_path, tiny_base, small_chat_jsonl):
+    out = tmp_path / "models" / "jenova.gguf"
+    out.parent.mkdir()
+    out.write_bytes(tiny_base.read_bytes())  # the model installed before
+    config = FinetuneConfig(base=tiny_base, data=small_chat_jsonl, out=out, n_ctx=256, lr=50.0, epochs=1,
+                            eval_fraction=0.1, report=tmp_path / "r.json")
+    _fails("diverged|worse than the base.*lower --lr", finetune, config)
+    assert out.read_bytes() == tiny_base.read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["jenova.gguf"]
