@@ -11,6 +11,9 @@ from numba import njit, types
 
 from jenova_fast.cpa.config import NUMBA_OPTIONS
 
+# hot helpers are inlined in Numba IR: a call would pass ~10 arrays (and their refcounts) per word
+INLINED = {**NUMBA_OPTIONS, "inline": "always"}
+
 _U = np.uint64
 FNV_OFFSET = _U(0xCBF29CE484222325)
 FNV_PRIME = _U(0x100000001B3)
@@ -22,7 +25,7 @@ _LOW32 = _U(0xFFFFFFFF)
 _ONE = _U(1)
 
 # rows of the int64 `slots` table of a top-k; entries of its `meta` vector
-COUNT, ERR, POS, REP_START, REP_END = 0, 1, 2, 3, 4
+COUNT, ERR, KEY, REP_START, REP_END = 0, 1, 2, 3, 4
 USED, OVERFLOWED, TOTAL = 0, 1, 2
 
 _BYTES = types.Array(types.uint8, 1, "C", readonly=True)  # np.frombuffer over str.encode() output
@@ -37,24 +40,24 @@ SIGNATURES = {
 }
 
 
-@njit(**NUMBA_OPTIONS)
+@njit(**INLINED)
 def mix64(z):
     z = (z ^ (z >> _S30)) * _M1
     z = (z ^ (z >> _S27)) * _M2
     return z ^ (z >> _S31)
 
 
-@njit(**NUMBA_OPTIONS)
+@njit(**INLINED)
 def pair_hash(a, b):
     return mix64((a * _GOLDEN) ^ b)
 
 
-@njit(**NUMBA_OPTIONS)
+@njit(**INLINED)
 def _fnv_byte(h, b):
     return (h ^ _U(b)) * FNV_PRIME
 
 
-@njit(**NUMBA_OPTIONS)
+@njit(**INLINED)
 def _fnv_code_point(h, cp):
     """Feed one code point as its UTF-8 bytes."""
     if cp < 0x80:
@@ -71,7 +74,7 @@ def _fnv_code_point(h, cp):
     return _fnv_byte(h, 0x80 | (cp & 0x3F))
 
 
-@njit(**NUMBA_OPTIONS)
+@njit(**INLINED)
 def _sketch_add(sketch, h):
     """Conservative update: raise only the rows at the minimum; returns the new estimate."""
     depth, width = sketch.shape
@@ -91,43 +94,53 @@ def _sketch_add(sketch, h):
     return est
 
 
+# The top-k's min-heap is lazy: it orders slots by KEY, a count that may lag behind COUNT (increments
+# never touch the heap). KEY <= COUNT always, so the root's KEY bounds the minimum from below; it is
+# brought up to date only when a newcomer's estimate beats it.
 @njit(**NUMBA_OPTIONS)
 def _sift_up(heap, slots, pos):
     s = heap[pos]
-    c = slots[COUNT, s]
+    c = slots[KEY, s]
     while pos > 0:
         parent = (pos - 1) >> 1
         p = heap[parent]
-        if slots[COUNT, p] <= c:
+        if slots[KEY, p] <= c:
             break
         heap[pos] = p
-        slots[POS, p] = pos
         pos = parent
     heap[pos] = s
-    slots[POS, s] = pos
 
 
 @njit(**NUMBA_OPTIONS)
 def _sift_down(heap, slots, pos, n):
     s = heap[pos]
-    c = slots[COUNT, s]
+    c = slots[KEY, s]
     while True:
         child = 2 * pos + 1
         if child >= n:
             break
-        if child + 1 < n and slots[COUNT, heap[child + 1]] < slots[COUNT, heap[child]]:
+        if child + 1 < n and slots[KEY, heap[child + 1]] < slots[KEY, heap[child]]:
             child += 1
         q = heap[child]
-        if slots[COUNT, q] >= c:
+        if slots[KEY, q] >= c:
             break
         heap[pos] = q
-        slots[POS, q] = pos
         pos = child
     heap[pos] = s
-    slots[POS, s] = pos
 
 
 @njit(**NUMBA_OPTIONS)
+def _true_min_slot(heap, slots, n):
+    """Refresh stale keys at the root until the root holds the true minimum count."""
+    while True:
+        s = heap[0]
+        if slots[KEY, s] == slots[COUNT, s]:
+            return s
+        slots[KEY, s] = slots[COUNT, s]
+        _sift_down(heap, slots, 0, n)
+
+
+@njit(**INLINED)
 def _find(index, hashes, h):
     """Linear probing: (slot, position) or (-1, free position)."""
     mask = index.size - 1
@@ -158,16 +171,30 @@ def _remove(index, hashes, i):
         i = j
 
 
-@njit(**NUMBA_OPTIONS)
+@njit(**INLINED)
+def _sketch_raise(sketch, h, value):
+    """Make the sketch's estimate for h at least `value` (an evicted item keeps its bound)."""
+    depth, width = sketch.shape
+    mask = _U(width - 1)
+    h1 = h & _LOW32
+    h2 = (h >> _S32) | _ONE
+    for r in range(depth):
+        i = np.int64((h1 + _U(r) * h2) & mask)
+        if np.int64(sketch[r, i]) < value:
+            sketch[r, i] = value
+
+
+@njit(**INLINED)
 def _topk_add(h, start, end, sketch, hashes, slots, heap, index, meta):
-    est = _sketch_add(sketch, h)
+    """One occurrence of h. Tracked items count in their slot; the sketch sees only untracked ones (and
+    an evicted item's count), so slot count or sketch estimate is always an upper bound."""
     meta[TOTAL] += 1
     s, i = _find(index, hashes, h)
     n = meta[USED]
     if s >= 0:
         slots[COUNT, s] += 1
-        _sift_down(heap, slots, slots[POS, s], n)
         return
+    est = _sketch_add(sketch, h)
     if n < hashes.size:
         s = n
         meta[USED] = n + 1
@@ -179,14 +206,17 @@ def _topk_add(h, start, end, sketch, hashes, slots, heap, index, meta):
         else:  # nothing was ever turned away, so this is the first occurrence: exact
             slots[COUNT, s] = 1
             slots[ERR, s] = 0
+        slots[KEY, s] = slots[COUNT, s]
         heap[n] = s
-        slots[POS, s] = n
         _sift_up(heap, slots, n)
     else:
         meta[OVERFLOWED] = 1
-        s = heap[0]
+        if est <= slots[KEY, heap[0]]:
+            return
+        s = _true_min_slot(heap, slots, n)
         if est <= slots[COUNT, s]:
             return
+        _sketch_raise(sketch, hashes[s], slots[COUNT, s])
         _, j = _find(index, hashes, hashes[s])
         _remove(index, hashes, j)
         hashes[s] = h
@@ -194,9 +224,20 @@ def _topk_add(h, start, end, sketch, hashes, slots, heap, index, meta):
         index[i] = s
         slots[COUNT, s] = est
         slots[ERR, s] = est - 1
+        slots[KEY, s] = est
         _sift_down(heap, slots, 0, n)
     slots[REP_START, s] = start
     slots[REP_END, s] = end
+
+
+@njit(**INLINED)
+def _end_word(h, start, end, have_prev, prev_h, prev_start, sketch, hashes, slots, heap, index, meta):
+    """Count a finished word and its bigram with the previous word; returns the new previous word."""
+    uh = mix64(h)
+    _topk_add(uh, start, end, sketch, hashes, slots, heap, index, meta)
+    if have_prev:
+        _topk_add(pair_hash(prev_h, uh), prev_start, end, sketch, hashes, slots, heap, index, meta)
+    return uh, start
 
 
 @njit(**NUMBA_OPTIONS)
@@ -206,6 +247,12 @@ def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, h
     A word is a maximal run of folded code points with is_word set; NUL ends a query (no bigram
     spans it). Returns the number of words.
     """
+    # ASCII byte -> its folded byte when that is a word character, else 0 (the hot path: no table walk)
+    ascii_word = np.zeros(128, dtype=np.int64)
+    for c in range(128):
+        lo = c + 32 if 65 <= c <= 90 else c
+        if is_word[lo]:
+            ascii_word[c] = lo
     n = buf.size
     words = 0
     h = FNV_OFFSET
@@ -216,25 +263,39 @@ def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, h
     prev_h = _U(0)
     prev_start = 0
     i = 0
-    while i <= n:
-        if i == n:
-            cp = 0
-            width = 1
+    while i < n:
+        b = np.int64(buf[i])
+        if b < 0x80:
+            c = ascii_word[b]
+            if c:
+                if not in_word:
+                    in_word = True
+                    start = i
+                    h = FNV_OFFSET
+                h = _fnv_byte(h, c)
+                i += 1
+                end = i
+                continue
+            if in_word:
+                in_word = False
+                words += 1
+                prev_h, prev_start = _end_word(h, start, end, have_prev, prev_h, prev_start,
+                                               sketch, hashes, slots, heap, index, meta)
+                have_prev = True
+            if b == 0:
+                have_prev = False
+            i += 1
+            continue
+        if b < 0xE0:
+            cp = ((b & 0x1F) << 6) | (np.int64(buf[i + 1]) & 0x3F)
+            width = 2
+        elif b < 0xF0:
+            cp = ((b & 0x0F) << 12) | ((np.int64(buf[i + 1]) & 0x3F) << 6) | (np.int64(buf[i + 2]) & 0x3F)
+            width = 3
         else:
-            b = np.int64(buf[i])
-            if b < 0x80:
-                cp = b
-                width = 1
-            elif b < 0xE0:
-                cp = ((b & 0x1F) << 6) | (np.int64(buf[i + 1]) & 0x3F)
-                width = 2
-            elif b < 0xF0:
-                cp = ((b & 0x0F) << 12) | ((np.int64(buf[i + 1]) & 0x3F) << 6) | (np.int64(buf[i + 2]) & 0x3F)
-                width = 3
-            else:
-                cp = (((b & 0x07) << 18) | ((np.int64(buf[i + 1]) & 0x3F) << 12)
-                      | ((np.int64(buf[i + 2]) & 0x3F) << 6) | (np.int64(buf[i + 3]) & 0x3F))
-                width = 4
+            cp = (((b & 0x07) << 18) | ((np.int64(buf[i + 1]) & 0x3F) << 12)
+                  | ((np.int64(buf[i + 2]) & 0x3F) << 6) | (np.int64(buf[i + 3]) & 0x3F))
+            width = 4
         for k in range(fold_off[cp], fold_off[cp + 1]):
             f = np.int64(fold_cp[k])
             if is_word[f]:
@@ -247,16 +308,13 @@ def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, h
             elif in_word:
                 in_word = False
                 words += 1
-                uh = mix64(h)
-                _topk_add(uh, start, end, sketch, hashes, slots, heap, index, meta)
-                if have_prev:
-                    _topk_add(pair_hash(prev_h, uh), prev_start, end, sketch, hashes, slots, heap, index, meta)
+                prev_h, prev_start = _end_word(h, start, end, have_prev, prev_h, prev_start,
+                                               sketch, hashes, slots, heap, index, meta)
                 have_prev = True
-                prev_h = uh
-                prev_start = start
-        if cp == 0:
-            have_prev = False
         i += width
+    if in_word:
+        words += 1
+        _end_word(h, start, end, have_prev, prev_h, prev_start, sketch, hashes, slots, heap, index, meta)
     return words
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from jenova_fast.cpa.kernels import COUNT, ERR, OVERFLOWED, POS, TOTAL, USED
+from jenova_fast.cpa.kernels import COUNT, ERR, KEY, OVERFLOWED, TOTAL, USED
 
 MASK64 = (1 << 64) - 1
 FNV_OFFSET = 0xCBF29CE484222325
@@ -77,49 +77,62 @@ def _sketch_add(sketch: np.ndarray, h: int) -> int:
 
 def _sift_up(heap: np.ndarray, slots: np.ndarray, pos: int) -> None:
     s = int(heap[pos])
-    c = int(slots[COUNT, s])
+    c = int(slots[KEY, s])
     while pos > 0:
         parent = (pos - 1) >> 1
         p = int(heap[parent])
-        if slots[COUNT, p] <= c:
+        if slots[KEY, p] <= c:
             break
         heap[pos] = p
-        slots[POS, p] = pos
         pos = parent
     heap[pos] = s
-    slots[POS, s] = pos
 
 
 def _sift_down(heap: np.ndarray, slots: np.ndarray, pos: int, n: int) -> None:
     s = int(heap[pos])
-    c = int(slots[COUNT, s])
+    c = int(slots[KEY, s])
     while True:
         child = 2 * pos + 1
         if child >= n:
             break
-        if child + 1 < n and slots[COUNT, heap[child + 1]] < slots[COUNT, heap[child]]:
+        if child + 1 < n and slots[KEY, heap[child + 1]] < slots[KEY, heap[child]]:
             child += 1
         q = int(heap[child])
-        if slots[COUNT, q] >= c:
+        if slots[KEY, q] >= c:
             break
         heap[pos] = q
-        slots[POS, q] = pos
         pos = child
     heap[pos] = s
-    slots[POS, s] = pos
+
+
+def _true_min_slot(heap: np.ndarray, slots: np.ndarray, n: int) -> int:
+    while True:
+        s = int(heap[0])
+        if slots[KEY, s] == slots[COUNT, s]:
+            return s
+        slots[KEY, s] = slots[COUNT, s]
+        _sift_down(heap, slots, 0, n)
+
+
+def _sketch_raise(sketch: np.ndarray, h: int, value: int) -> None:
+    depth, width = sketch.shape
+    h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
+    for r in range(depth):
+        c = ((h1 + r * h2) & MASK64) & (width - 1)
+        if int(sketch[r, c]) < value:
+            sketch[r, c] = value
 
 
 def topk_add(hh, h: int, text: str) -> None:
     """One occurrence into a `HeavyHitters` (sketch + top-k), exactly as kernels._topk_add."""
     sketch, hashes, slots, heap, meta, index = hh.sketch, hh.hashes, hh.slots, hh.heap, hh.meta, hh.py_index
-    est = _sketch_add(sketch, h)
     meta[TOTAL] += 1
     n = int(meta[USED])
     s = index.get(h)
     if s is not None:
         slots[COUNT, s] += 1
-        _sift_down(heap, slots, int(slots[POS, s]), n)
         return
+    est = _sketch_add(sketch, h)
     if n < hashes.size:
         s = n
         meta[USED] = n + 1
@@ -127,16 +140,19 @@ def topk_add(hh, h: int, text: str) -> None:
             slots[COUNT, s], slots[ERR, s] = est, est - 1
         else:
             slots[COUNT, s], slots[ERR, s] = 1, 0
+        slots[KEY, s] = slots[COUNT, s]
         heap[n] = s
-        slots[POS, s] = n
         _sift_up(heap, slots, n)
     else:
         meta[OVERFLOWED] = 1
-        s = int(heap[0])
+        if est <= slots[KEY, heap[0]]:
+            return
+        s = _true_min_slot(heap, slots, n)
         if est <= slots[COUNT, s]:
             return
+        _sketch_raise(sketch, int(hashes[s]), int(slots[COUNT, s]))
         del index[int(hashes[s])]
-        slots[COUNT, s], slots[ERR, s] = est, est - 1
+        slots[COUNT, s], slots[ERR, s], slots[KEY, s] = est, est - 1, est
         _sift_down(heap, slots, 0, n)
     hashes[s] = h
     index[h] = s

@@ -5,7 +5,7 @@ Layout of `<state>/state.npz` (schema 2), every member a plain NumPy array:
 - `header`: UTF-8 JSON `{"format": "jenova-fast-cpa", "schema": 2, "created", "saved", "generation",
   "queries", "words", "half_life_days"}`
 - `ngrams.*`, `items.*`, `pairs.*`: a `HeavyHitters` each: `sketch` uint32[depth, width], `hashes` uint64[k],
-  `slots` int64[5, k] (count, err, heap position, scratch), `heap` int64[k], `meta` int64[3] (used,
+  `slots` int64[5, k] (count, err, heap key, scratch), `heap` int64[k], `meta` int64[3] (used,
   overflowed, total), `texts.blob`/`texts.ends` (UTF-8 strings).
 - `kinds.names.*` + `kinds.counts` int64; `themes.names.*` + `themes.weight` f64 (as of `themes.time`),
   `themes.time` f64 (unix seconds), `themes.count` int64; `functions.names.*` + `functions.ncalls` int64,

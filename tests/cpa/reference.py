@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
+from itertools import pairwise
 
 
 def is_word(ch: str) -> bool:
@@ -23,5 +24,5 @@ def ngram_counts(queries: list[str]) -> Counter[str]:
                     words.append(cur)
                     cur = ""
             counts.update(words)
-            counts.update(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))
+            counts.update(f"{a} {b}" for a, b in pairwise(words))
     return counts

@@ -138,7 +138,7 @@ for i in range(n):
 
 
 def test_two_processes_observing_at_once_lose_nothing(warm_state: Path, tmp_path: Path) -> None:
-    n = 40
+    n = 15
     go = tmp_path / "go"
     env = {"PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(warm_state), tag, str(n), str(go)],

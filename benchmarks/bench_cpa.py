@@ -1,0 +1,170 @@
+"""CPA peer comparison: the issue's three targets, each side in its own subprocess, one run.
+
+    python -m benchmarks.bench_cpa [--queries 1000000] [--json]
+
+1. counting: `CPA.observe_queries` over N seeded queries of ~12 words vs `collections.Counter` over
+   `str.split()` unigrams + bigrams (target: >= 20x faster).
+2. warm start: the first observe call of a new process whose state dir holds the Numba cache and the
+   compile history vs one with an empty state dir, which must compile (target: <= 5% of it).
+3. state save and load after the N queries (target: each < 100 ms).
+
+Each worker prints one JSON line (times and its peak RSS); the table shows them with the ratios.
+Counting times exclude query generation; the CPA side's kernels are loaded from a warmed cache first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WARM_QUERIES = 100
+
+
+def make_queries(n: int, seed: int = 0) -> list[str]:
+    """Seeded queries, 6-18 words (mean 12) from a Zipf-distributed 50k-word vocabulary, some non-ASCII."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyzéüßø"))
+    lengths = rng.integers(2, 10, size=50_000)
+    vocab = ["".join(rng.choice(letters, size=k)) for k in lengths]
+    vocab[:8] = ["the", "How", "do", "I", "Jenova", "what", "is", "my"]
+    sizes = rng.integers(6, 19, size=n)
+    ids = (rng.zipf(1.3, size=int(sizes.sum())) - 1) % len(vocab)
+    words = [vocab[i] for i in ids.tolist()]
+    out, pos = [], 0
+    for k in sizes.tolist():
+        out.append(" ".join(words[pos:pos + k]))
+        pos += k
+    return out
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# workers ------------------------------------------------------------------------------------------------
+def worker_counter(n: int) -> dict:
+    from collections import Counter
+    from itertools import pairwise
+
+    queries = make_queries(n)
+    start, cpu = time.perf_counter(), time.process_time()
+    counts: Counter = Counter()
+    for q in queries:
+        w = q.split()
+        counts.update(w)
+        counts.update(pairwise(w))
+    return {"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu, "distinct": len(counts),
+            "rss_mb": _rss_mb()}
+
+
+def worker_cpa(n: int, state_dir: str) -> dict:
+    from jenova_fast.cpa import CPA, state
+
+    queries = make_queries(n)
+    cpa = CPA(state_dir)
+    with cpa.batch():
+        start, cpu = time.perf_counter(), time.process_time()
+        words = cpa.observe_queries(queries)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        save_start = time.perf_counter()
+    save = time.perf_counter() - save_start  # the batch's exit saves (temp file, fsync, rename)
+    path = Path(state_dir) / state.STATE_FILE
+    load_start = time.perf_counter()
+    state.read(path)
+    load = time.perf_counter() - load_start
+    return {"seconds": seconds, "cpu": cpu, "words": words, "tracked": cpa.state.ngrams.used, "save": save,
+            "load": load, "state_bytes": path.stat().st_size, "rss_mb": _rss_mb()}
+
+
+def worker_first_observe(state_dir: str) -> dict:
+    queries = make_queries(WARM_QUERIES, seed=1)
+    start = time.perf_counter()
+    from jenova_fast.cpa import CPA
+
+    cpa = CPA(state_dir)
+    ready = time.perf_counter()
+    cpa.observe_queries(queries)
+    done = time.perf_counter()
+    return {"start": ready - start, "first_observe": done - ready, "warmed": cpa.warmed, "rss_mb": _rss_mb()}
+
+
+# driver -------------------------------------------------------------------------------------------------
+def _run(*args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("JENOVA_FAST_PURE", None)
+    env.pop("NUMBA_DISABLE_JIT", None)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_cpa", "--worker", *args], env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"worker {args} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_cpa", description=__doc__.split("\n")[0])
+    p.add_argument("--queries", type=int, default=1_000_000)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        kind, *rest = args.worker
+        result = {"counter": lambda: worker_counter(int(rest[0])),
+                  "cpa": lambda: worker_cpa(int(rest[0]), rest[1]),
+                  "first": lambda: worker_first_observe(rest[0])}[kind]()
+        print(json.dumps(result))
+        return 0
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cpa_"))
+    try:
+        cold_dir, count_dir = tmp / "cold", tmp / "count"
+        cold = _run("first", str(cold_dir))  # empty state dir: compiles, fills its cache and history
+        warm = _run("first", str(cold_dir))  # same dir, new process: loads from cache ahead of the call
+        shutil.copytree(cold_dir, count_dir)
+        (count_dir / "state.npz").unlink()
+        cpa = _run("cpa", str(args.queries), str(count_dir))
+        counter = _run("counter", str(args.queries))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results = {
+        "queries": args.queries,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "loadavg": os.getloadavg(), "python": platform.python_version()},
+        "counting": {"cpa": cpa, "counter": counter, "speedup": counter["seconds"] / cpa["seconds"],
+                     "speedup_cpu": counter["cpu"] / cpa["cpu"], "target": ">= 20x"},
+        "warm_start": {"cold": cold, "warm": warm, "ratio": warm["first_observe"] / cold["first_observe"],
+                       "target": "<= 0.05"},
+        "state": {"save_ms": cpa["save"] * 1000, "load_ms": cpa["load"] * 1000, "bytes": cpa["state_bytes"],
+                  "target": "< 100 ms each"},
+    }
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    c, w, s = results["counting"], results["warm_start"], results["state"]
+    print(f"CPA benchmarks, {args.queries:,} queries, load average {results['machine']['loadavg'][0]:.1f}")
+    print(f"{'measure':<44}{'jenova_fast.cpa':>16}{'peer':>14}{'ratio':>10}  target")
+    print(f"{'count n-grams (s) vs Counter(str.split())':<44}{cpa['seconds']:>16.3f}{counter['seconds']:>14.3f}"
+          f"{c['speedup']:>9.1f}x  >= 20x")
+    print(f"{'  the same in CPU seconds (process_time)':<44}{cpa['cpu']:>16.3f}{counter['cpu']:>14.3f}"
+          f"{c['speedup_cpu']:>9.1f}x")
+    print(f"{'first observe (s): warm vs empty cache':<44}{warm['first_observe']:>16.4f}"
+          f"{cold['first_observe']:>14.3f}{w['ratio']:>10.4f}  <= 0.05")
+    print(f"{'state save / load (ms)':<44}{s['save_ms']:>8.1f} / {s['load_ms']:<6.1f}{'':>14}{'':>10}  < 100 each")
+    print(f"peak RSS: cpa {cpa['rss_mb']:.0f} MB, Counter {counter['rss_mb']:.0f} MB; state file "
+          f"{s['bytes'] / 1e6:.1f} MB; process start to ready: cold {cold['start']:.2f}s, warm {warm['start']:.2f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
