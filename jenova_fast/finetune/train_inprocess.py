@@ -198,7 +198,7 @@ def train_inprocess(
                     if progress is None:
                         return
                     loss, acc = lib.result_stats(res)
-                    per_step = float(np.median(step_seconds)) if step_seconds else 0.0
+                    per_step = float(np.median(step_seconds[-64:])) if step_seconds else 0.0
                     epochs_left = epochs - state["epoch"] - 1
                     left = (ibatch_max - ibatch if train else 0) + epochs_left * n_train
                     left_eval = (n_eval - (0 if train else ibatch)) + epochs_left * n_eval
