@@ -9,7 +9,7 @@ NUMBA_OPTIONS: dict[str, bool] = {"nogil": True, "fastmath": False, "boundscheck
 
 # Query n-grams: count-min sketch (depth x width, conservative update) + top-k heavy hitters.
 NGRAM_SKETCH_DEPTH = 4
-NGRAM_SKETCH_WIDTH = 1 << 16
+NGRAM_SKETCH_WIDTH = 1 << 14  # 256 KiB at depth 4: stays in L2; only untracked n-grams land here
 NGRAM_TOPK = 4096
 
 # Memory items and co-accessed pairs share the same structure, smaller.
@@ -30,4 +30,4 @@ THEME_HALF_LIFE_DAYS = 30.0
 MAX_FUNCTIONS = 4096
 
 # Queries per kernel call: bounds the UTF-8 buffer built for one call.
-QUERY_BATCH = 65536
+QUERY_BATCH = 262144

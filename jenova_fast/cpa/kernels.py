@@ -12,7 +12,7 @@ from numba import njit, types
 from jenova_fast.cpa.config import NUMBA_OPTIONS
 
 # hot helpers are inlined in Numba IR: a call would pass ~10 arrays (and their refcounts) per word
-INLINED = {**NUMBA_OPTIONS, "inline": "always"}
+INLINED = {**NUMBA_OPTIONS, "inline": "always"}  # only for helpers of scalars
 
 _U = np.uint64
 FNV_OFFSET = _U(0xCBF29CE484222325)
@@ -74,7 +74,7 @@ def _fnv_code_point(h, cp):
     return _fnv_byte(h, 0x80 | (cp & 0x3F))
 
 
-@njit(**INLINED)
+@njit(**NUMBA_OPTIONS)
 def _sketch_add(sketch, h):
     """Conservative update: raise only the rows at the minimum; returns the new estimate."""
     depth, width = sketch.shape
@@ -140,7 +140,7 @@ def _true_min_slot(heap, slots, n):
         _sift_down(heap, slots, 0, n)
 
 
-@njit(**INLINED)
+@njit(**NUMBA_OPTIONS)
 def _find(index, hashes, h):
     """Linear probing: (slot, position) or (-1, free position)."""
     mask = index.size - 1
@@ -171,7 +171,7 @@ def _remove(index, hashes, i):
         i = j
 
 
-@njit(**INLINED)
+@njit(**NUMBA_OPTIONS)
 def _sketch_raise(sketch, h, value):
     """Make the sketch's estimate for h at least `value` (an evicted item keeps its bound)."""
     depth, width = sketch.shape
@@ -184,17 +184,12 @@ def _sketch_raise(sketch, h, value):
             sketch[r, i] = value
 
 
-@njit(**INLINED)
-def _topk_add(h, start, end, sketch, hashes, slots, heap, index, meta):
-    """One occurrence of h. Tracked items count in their slot; the sketch sees only untracked ones (and
-    an evicted item's count), so slot count or sketch estimate is always an upper bound."""
-    meta[TOTAL] += 1
-    s, i = _find(index, hashes, h)
-    n = meta[USED]
-    if s >= 0:
-        slots[COUNT, s] += 1
-        return
+@njit(**NUMBA_OPTIONS)
+def _topk_miss(h, i, start, end, sketch, hashes, slots, heap, index, meta):
+    """An occurrence of an untracked h (i: its free index position). The sketch sees only untracked items
+    (and an evicted item's count), so a slot's count or the sketch's estimate is always an upper bound."""
     est = _sketch_add(sketch, h)
+    n = meta[USED]
     if n < hashes.size:
         s = n
         meta[USED] = n + 1
@@ -230,22 +225,24 @@ def _topk_add(h, start, end, sketch, hashes, slots, heap, index, meta):
     slots[REP_END, s] = end
 
 
-@njit(**INLINED)
-def _end_word(h, start, end, have_prev, prev_h, prev_start, sketch, hashes, slots, heap, index, meta):
-    """Count a finished word and its bigram with the previous word; returns the new previous word."""
-    uh = mix64(h)
-    _topk_add(uh, start, end, sketch, hashes, slots, heap, index, meta)
-    if have_prev:
-        _topk_add(pair_hash(prev_h, uh), prev_start, end, sketch, hashes, slots, heap, index, meta)
-    return uh, start
+@njit(**NUMBA_OPTIONS)
+def _topk_add(h, start, end, sketch, hashes, slots, heap, index, meta):
+    """One occurrence of h: a tracked item counts in its slot."""
+    meta[TOTAL] += 1
+    s, i = _find(index, hashes, h)
+    if s >= 0:
+        slots[COUNT, s] += 1
+    else:
+        _topk_miss(h, i, start, end, sketch, hashes, slots, heap, index, meta)
 
 
 @njit(**NUMBA_OPTIONS)
 def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, heap, index, meta):
     """Case-fold, tokenize and count unigrams and bigrams of NUL-separated UTF-8 queries in one pass.
 
-    A word is a maximal run of folded code points with is_word set; NUL ends a query (no bigram
-    spans it). Returns the number of words.
+    A word is a maximal run of characters whose case folding is word characters (is_word); NUL ends a
+    query (no bigram spans it). Returns the number of words. The tracked-item path is written out here
+    rather than called: passing the arrays to a helper per word costs more than the counting.
     """
     # ASCII byte -> its folded byte when that is a word character, else 0 (the hot path: no table walk)
     ascii_word = np.zeros(128, dtype=np.int64)
@@ -253,6 +250,7 @@ def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, h
         lo = c + 32 if 65 <= c <= 90 else c
         if is_word[lo]:
             ascii_word[c] = lo
+    mask = index.size - 1
     n = buf.size
     words = 0
     h = FNV_OFFSET
@@ -263,58 +261,69 @@ def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, h
     prev_h = _U(0)
     prev_start = 0
     i = 0
-    while i < n:
-        b = np.int64(buf[i])
-        if b < 0x80:
-            c = ascii_word[b]
-            if c:
-                if not in_word:
-                    in_word = True
-                    start = i
-                    h = FNV_OFFSET
-                h = _fnv_byte(h, c)
-                i += 1
-                end = i
-                continue
-            if in_word:
-                in_word = False
-                words += 1
-                prev_h, prev_start = _end_word(h, start, end, have_prev, prev_h, prev_start,
-                                               sketch, hashes, slots, heap, index, meta)
-                have_prev = True
-            if b == 0:
-                have_prev = False
-            i += 1
-            continue
-        if b < 0xE0:
-            cp = ((b & 0x1F) << 6) | (np.int64(buf[i + 1]) & 0x3F)
-            width = 2
-        elif b < 0xF0:
-            cp = ((b & 0x0F) << 12) | ((np.int64(buf[i + 1]) & 0x3F) << 6) | (np.int64(buf[i + 2]) & 0x3F)
-            width = 3
-        else:
-            cp = (((b & 0x07) << 18) | ((np.int64(buf[i + 1]) & 0x3F) << 12)
-                  | ((np.int64(buf[i + 2]) & 0x3F) << 6) | (np.int64(buf[i + 3]) & 0x3F))
-            width = 4
-        for k in range(fold_off[cp], fold_off[cp + 1]):
-            f = np.int64(fold_cp[k])
-            if is_word[f]:
-                if not in_word:
-                    in_word = True
-                    start = i
-                    h = FNV_OFFSET
-                h = _fnv_code_point(h, f)
-                end = i + width
-            elif in_word:
-                in_word = False
-                words += 1
-                prev_h, prev_start = _end_word(h, start, end, have_prev, prev_h, prev_start,
-                                               sketch, hashes, slots, heap, index, meta)
-                have_prev = True
+    while i <= n:
+        width = 1
+        boundary = i == n
+        if not boundary:
+            b = np.int64(buf[i])
+            if b < 0x80:
+                c = ascii_word[b]
+                if c:
+                    if not in_word:
+                        in_word = True
+                        start = i
+                        h = FNV_OFFSET
+                    h = _fnv_byte(h, c)
+                    i += 1
+                    end = i
+                    continue
+                boundary = b == 0
+            else:
+                if b < 0xE0:
+                    cp = ((b & 0x1F) << 6) | (np.int64(buf[i + 1]) & 0x3F)
+                    width = 2
+                elif b < 0xF0:
+                    cp = ((b & 0x0F) << 12) | ((np.int64(buf[i + 1]) & 0x3F) << 6) | (np.int64(buf[i + 2]) & 0x3F)
+                    width = 3
+                else:
+                    cp = (((b & 0x07) << 18) | ((np.int64(buf[i + 1]) & 0x3F) << 12)
+                          | ((np.int64(buf[i + 2]) & 0x3F) << 6) | (np.int64(buf[i + 3]) & 0x3F))
+                    width = 4
+                k0 = np.int64(fold_off[cp])
+                k1 = np.int64(fold_off[cp + 1])
+                if is_word[fold_cp[k0]]:  # a character folds to all-word or all-non-word (checked at build)
+                    if not in_word:
+                        in_word = True
+                        start = i
+                        h = FNV_OFFSET
+                    for k in range(k0, k1):
+                        h = _fnv_code_point(h, np.int64(fold_cp[k]))
+                    i += width
+                    end = i
+                    continue
+        if in_word:  # a word ended: count it and its bigram
+            in_word = False
+            words += 1
+            uh = mix64(h)
+            for which in range(2 if have_prev else 1):
+                hx = uh if which == 0 else pair_hash(prev_h, uh)
+                sx = start if which == 0 else prev_start
+                meta[TOTAL] += 1
+                p = np.int64(hx & _U(mask))
+                s = index[p]
+                while s >= 0 and hashes[s] != hx:
+                    p = (p + 1) & mask
+                    s = index[p]
+                if s >= 0:
+                    slots[COUNT, s] += 1
+                else:
+                    _topk_miss(hx, p, sx, end, sketch, hashes, slots, heap, index, meta)
+            have_prev = True
+            prev_h = uh
+            prev_start = start
+        if boundary:
+            have_prev = False
         i += width
-    if in_word:
-        words += 1
-        _end_word(h, start, end, have_prev, prev_h, prev_start, sketch, hashes, slots, heap, index, meta)
     return words
 
 

@@ -39,7 +39,14 @@ def _build() -> UnicodeTables:
     fold_off[N_CODE_POINTS] = len(folded)
     is_word = np.fromiter((is_word_char(chr(cp)) for cp in range(N_CODE_POINTS)), dtype=np.uint8,
                           count=N_CODE_POINTS)
-    return UnicodeTables(fold_off, np.array(folded, dtype=np.uint32), is_word)
+    fold_cp = np.array(folded, dtype=np.uint32)
+    # the kernel classifies a character by its first folded code point: all of them must agree
+    for cp in np.flatnonzero(np.diff(fold_off) > 1).tolist():
+        classes = is_word[fold_cp[fold_off[cp]: fold_off[cp + 1]]]
+        if classes.min() != classes.max():
+            raise RuntimeError(f"U+{cp:04X} folds to word and non-word characters; the CPA tokenizer "
+                               "needs a per-code-point flush for this Unicode version")
+    return UnicodeTables(fold_off, fold_cp, is_word)
 
 
 def tables(cache_dir: Path | None = None) -> UnicodeTables:
