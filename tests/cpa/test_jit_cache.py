@@ -53,3 +53,4 @@ def test_unreadable_history_lines_are_skipped(warm_state: Path) -> None:
         f.write("not json\n[1, 2]\n")
     records, skipped = jit_cache.read_history(warm_state)
     assert skipped == 2 and records
+
