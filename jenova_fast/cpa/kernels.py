@@ -185,10 +185,10 @@ def _sketch_raise(sketch, h, value):
 
 
 @njit(**NUMBA_OPTIONS)
-def _topk_miss(h, i, start, end, sketch, hashes, slots, heap, index, meta):
-    """An occurrence of an untracked h (i: its free index position). The sketch sees only untracked items
-    (and an evicted item's count), so a slot's count or the sketch's estimate is always an upper bound."""
-    est = _sketch_add(sketch, h)
+def _topk_miss(h, i, est, start, end, sketch, hashes, slots, heap, index, meta):
+    """An occurrence of an untracked h (i: its free index position; est: its sketch estimate after this
+    occurrence). The sketch sees only untracked items (and an evicted item's count), so a slot's count or
+    the sketch's estimate is always an upper bound."""
     n = meta[USED]
     if n < hashes.size:
         s = n
@@ -233,7 +233,7 @@ def _topk_add(h, start, end, sketch, hashes, slots, heap, index, meta):
     if s >= 0:
         slots[COUNT, s] += 1
     else:
-        _topk_miss(h, i, start, end, sketch, hashes, slots, heap, index, meta)
+        _topk_miss(h, i, _sketch_add(sketch, h), start, end, sketch, hashes, slots, heap, index, meta)
 
 
 @njit(**NUMBA_OPTIONS)
@@ -251,6 +251,8 @@ def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, h
         if is_word[lo]:
             ascii_word[c] = lo
     mask = index.size - 1
+    depth = sketch.shape[0]
+    smask = _U(sketch.shape[1] - 1)
     n = buf.size
     words = 0
     h = FNV_OFFSET
@@ -316,8 +318,22 @@ def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, h
                     s = index[p]
                 if s >= 0:
                     slots[COUNT, s] += 1
-                else:
-                    _topk_miss(hx, p, sx, end, sketch, hashes, slots, heap, index, meta)
+                    continue
+                # untracked: the conservative sketch update, also written out
+                h1 = hx & _LOW32
+                h2 = (hx >> _S32) | _ONE
+                est = np.int64(sketch[0, np.int64(h1 & smask)])
+                for r in range(1, depth):
+                    est = min(est, np.int64(sketch[r, np.int64((h1 + _U(r) * h2) & smask)]))
+                est += 1
+                for r in range(depth):
+                    col = np.int64((h1 + _U(r) * h2) & smask)
+                    if np.int64(sketch[r, col]) < est:
+                        sketch[r, col] = est
+                if meta[USED] < hashes.size or est > slots[KEY, heap[0]]:
+                    _topk_miss(hx, p, est, sx, end, sketch, hashes, slots, heap, index, meta)
+                else:  # turned away without a call: what _topk_miss would do
+                    meta[OVERFLOWED] = 1
             have_prev = True
             prev_h = uh
             prev_start = start
