@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cpa.reset()
         print(f"reset the CPA state in {cpa.state_dir}")
+        return 0
+    except BrokenPipeError:  # `stats | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (ObserveError, StateError, PlotUnavailable) as exc:
         print(f"jenova-fast cpa: error: {exc}", file=sys.stderr)
