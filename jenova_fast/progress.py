@@ -15,8 +15,10 @@ def _duration(seconds: float) -> str:
 class ProgressBar:
     """Shows done/total, rate and ETA. Call `update()` as often as you like; it throttles itself."""
 
-    def __init__(self, label: str, unit: str, stream: TextIO | None = None) -> None:
+    def __init__(self, label: str, unit: str, stream: TextIO | None = None, log_final: bool = False) -> None:
+        """`log_final`: a log (not a terminal) also gets the forced final state, e.g. an epoch's last loss."""
         self.label, self.unit = label, unit
+        self.log_final = log_final
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self._interval = 0.1 if self.tty else 5.0
@@ -25,9 +27,9 @@ class ProgressBar:
         self._state: tuple[int, int | None] | None = None
 
     def update(self, done: int, total: int | None, elapsed: float, extra: str = "", force: bool = False) -> None:
-        """`force` draws now (on a terminal), e.g. the final state, unless it is already on screen."""
+        """`force` draws now (on a terminal), e.g. the final state, unless it is already shown."""
         now = time.monotonic()
-        force = force and self.tty and self._state != (done, total)
+        force = force and (self.tty or self.log_final) and self._state != (done, total)
         if not force and now - self._last < self._interval:
             return
         self._last = now

@@ -62,7 +62,8 @@ class ProgressDisplay:
             self.close()
             self.key, self.phase_start = (p.phase, p.epoch), p.elapsed
             label = f"{'train' if p.phase == 'train' else 'held-out'} {p.epoch}/{p.epochs}"
-            self.bar = ProgressBar(label, "steps" if p.phase == "train" else "windows", self.stream)
+            self.bar = ProgressBar(label, "steps" if p.phase == "train" else "windows", self.stream,
+                                   log_final=True)
         assert self.bar is not None
         last = p.step == p.steps
         self.bar.update(p.step, p.steps, p.elapsed - self.phase_start,
