@@ -346,27 +346,14 @@ int64_t read_file(Reader &reader, const Dir &dir, const std::string &name, const
   int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (opt.follow_symlinks ? 0 : O_NOFOLLOW);
   int fd = openat(dir.fd, name.c_str(), flags);
   if (fd < 0) return -(errno_reason(errno) + 1);
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int err = errno;
-    close(fd);
-    return -(errno_reason(err) + 1);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
-    return -(NOT_REGULAR + 1);
-  }
-  uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size > opt.max_bytes) {
-    close(fd);
-    return -(TOO_LARGE + 1);
-  }
-  // Ask for one byte more than fstat said: a short read then proves EOF without another call.
+  // No fstat for the common case: the walker saw a regular file, and a read that leaves the buffer
+  // unfilled is the end of a regular file. Only a file that fills the buffer is stat'ed, for its type
+  // and the size limit, so a huge file is refused without being read.
   size_t total = 0;
-  size_t want = static_cast<size_t>(size) + 1;
+  bool checked = false;
   for (;;) {
-    reader.reserve(total + want, total);
-    ssize_t n = read(fd, reader.buf.get() + total, want);
+    size_t room = reader.cap - total;
+    ssize_t n = read(fd, reader.buf.get() + total, room);
     if (n < 0) {
       if (errno == EINTR) continue;
       int err = errno;
@@ -378,8 +365,26 @@ int64_t read_file(Reader &reader, const Dir &dir, const std::string &name, const
       close(fd);
       return -(TOO_LARGE + 1);
     }
-    if (static_cast<size_t>(n) < want) break;
-    want = 65536;  // the file grew since fstat
+    if (static_cast<size_t>(n) < room) break;
+    size_t want = total + 65536;
+    if (!checked) {
+      checked = true;
+      struct stat st;
+      int reason = -1;
+      if (fstat(fd, &st) != 0) {
+        reason = errno_reason(errno);
+      } else if (!S_ISREG(st.st_mode)) {
+        reason = NOT_REGULAR;
+      } else if (static_cast<uint64_t>(st.st_size) > opt.max_bytes) {
+        reason = TOO_LARGE;
+      }
+      if (reason >= 0) {
+        close(fd);
+        return -(reason + 1);
+      }
+      want = std::max(want, static_cast<size_t>(st.st_size) + 1);
+    }
+    reader.reserve(want, total);
   }
   close(fd);
   return static_cast<int64_t>(total);
