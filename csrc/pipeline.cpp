@@ -49,16 +49,22 @@ struct Dir {
 };
 
 struct Item {
-  std::shared_ptr<Dir> dir;
-  std::string name;
+  uint32_t dir;   // index into Batch::dirs
+  uint32_t name;  // offset of the NUL-terminated name in Batch::names
   int kind;
   int reason;
 };
 
+// Names live in one buffer and directories once per batch: a per-name allocation made by the walker and
+// freed by a reader contends on malloc's arena lock, which put readers to sleep about once per file.
 struct Batch {
+  std::vector<std::shared_ptr<Dir>> dirs;
+  std::string names;
   std::vector<Item> items;
   Chunk result;
   bool done = false;
+  const Dir &dir(const Item &item) const { return *dirs[item.dir]; }
+  const char *name(const Item &item) const { return names.data() + item.name; }
 };
 
 // Per worker: a reusable, padded read buffer and a simdjson parser (the pure twin allows the same depth).
@@ -130,10 +136,19 @@ void Pipeline::fail(const std::string &message) {
 
 // ---- walk ----------------------------------------------------------------------------------------
 
-void Pipeline::emit(const std::shared_ptr<Dir> &dir, std::string name, int kind, int reason) {
-  if (!building_) building_ = std::make_shared<Batch>();
-  building_->items.push_back(Item{dir, std::move(name), kind, reason});
-  if (building_->items.size() >= kBatchItems) flush_batch();
+void Pipeline::emit(const std::shared_ptr<Dir> &dir, const std::string &name, int kind, int reason) {
+  if (!building_) {
+    building_ = std::make_shared<Batch>();
+    building_->items.reserve(kBatchItems);
+    building_->names.reserve(kBatchItems * 48);
+  }
+  Batch &b = *building_;
+  if (b.dirs.empty() || b.dirs.back() != dir) b.dirs.push_back(dir);
+  b.items.push_back(Item{static_cast<uint32_t>(b.dirs.size() - 1), static_cast<uint32_t>(b.names.size()), kind,
+                         reason});
+  b.names.append(name);
+  b.names.push_back('\0');
+  if (b.items.size() >= kBatchItems) flush_batch();
 }
 
 void Pipeline::flush_batch() {
@@ -342,9 +357,9 @@ void Pipeline::count() {
 namespace {
 
 // Reads the whole file into reader.buf; returns its length, or -(reason + 1).
-int64_t read_file(Reader &reader, const Dir &dir, const std::string &name, const Options &opt) {
+int64_t read_file(Reader &reader, const Dir &dir, const char *name, const Options &opt) {
   int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (opt.follow_symlinks ? 0 : O_NOFOLLOW);
-  int fd = openat(dir.fd, name.c_str(), flags);
+  int fd = openat(dir.fd, name, flags);
   if (fd < 0) return -(errno_reason(errno) + 1);
   // No fstat for the common case: the walker saw a regular file, and a read that leaves the buffer
   // unfilled is the end of a regular file. Only a file that fills the buffer is stat'ed, for its type
@@ -434,8 +449,8 @@ int parse_insight(Reader &reader, size_t len, std::string_view &topic, std::stri
   return -1;
 }
 
-std::string join(const Dir &dir, const std::string &name) {
-  return dir.path.empty() ? name : dir.path + "/" + name;
+std::string join(const Dir &dir, const char *name) {
+  return dir.path.empty() ? std::string(name) : dir.path + "/" + name;
 }
 
 }  // namespace
@@ -453,6 +468,7 @@ int InsightParser::parse(const char *data, size_t len, std::string_view &topic, 
 void Pipeline::work() {
   try {
     Reader reader(opt_.max_depth);
+    size_t last_size = 0;  // the previous batch's output: one allocation per batch, not a dozen regrowths
     for (;;) {
       std::shared_ptr<Batch> batch;
       {
@@ -463,6 +479,7 @@ void Pipeline::work() {
         todo_.pop_front();
       }
       Chunk &out = batch->result;
+      out.data.reserve(last_size + last_size / 4);
       struct rusage before, after;
       getrusage(RUSAGE_THREAD, &before);
       for (Item &item : batch->items) {
@@ -471,28 +488,28 @@ void Pipeline::work() {
           continue;
         }
         if (item.kind == SKIP_UNSEEN) {
-          out.skips.push_back(Skip{join(*item.dir, item.name), item.reason});
+          out.skips.push_back(Skip{join(batch->dir(item), batch->name(item)), item.reason});
           continue;
         }
         out.files++;
         if (item.kind == SKIP_SEEN) {
-          out.skips.push_back(Skip{join(*item.dir, item.name), item.reason});
+          out.skips.push_back(Skip{join(batch->dir(item), batch->name(item)), item.reason});
           continue;
         }
-        int64_t n = read_file(reader, *item.dir, item.name, opt_);
+        int64_t n = read_file(reader, batch->dir(item), batch->name(item), opt_);
         if (n < 0) {
-          out.skips.push_back(Skip{join(*item.dir, item.name), static_cast<int>(-n - 1)});
+          out.skips.push_back(Skip{join(batch->dir(item), batch->name(item)), static_cast<int>(-n - 1)});
           continue;
         }
         out.bytes += static_cast<uint64_t>(n);
         if (n == 0) {
-          out.skips.push_back(Skip{join(*item.dir, item.name), EMPTY_FILE});
+          out.skips.push_back(Skip{join(batch->dir(item), batch->name(item)), EMPTY_FILE});
           continue;
         }
         std::string_view topic, content, user;
         int reason = parse_insight(reader, static_cast<size_t>(n), topic, content, user);
         if (reason >= 0) {
-          out.skips.push_back(Skip{join(*item.dir, item.name), reason});
+          out.skips.push_back(Skip{join(batch->dir(item), batch->name(item)), reason});
           continue;
         }
         opt_.format(&out.data, topic.data(), topic.size(), content.data(), content.size(), user.data(),
@@ -501,10 +518,12 @@ void Pipeline::work() {
         if (opt_.collect_topics) out.topics.emplace_back(topic);
       }
       // Reads that blocked show up as voluntary context switches: then another reader pays.
+      last_size = out.data.size();
       getrusage(RUSAGE_THREAD, &after);
       if ((after.ru_nvcsw - before.ru_nvcsw) * 4 > static_cast<long>(batch->items.size())) add_reader();
-      batch->items.clear();  // releases directory fds early
-      batch->items.shrink_to_fit();
+      batch->dirs = {};  // releases directory fds early
+      batch->items = {};
+      batch->names = {};
       std::lock_guard<std::mutex> lock(mu_);
       batch->done = true;
       cv_merger_.notify_all();

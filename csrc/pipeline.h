@@ -109,7 +109,7 @@ class Pipeline {
   void work();
   void count();
   void walk_root(const std::string &root);
-  void emit(const std::shared_ptr<Dir> &dir, std::string name, int kind, int reason);
+  void emit(const std::shared_ptr<Dir> &dir, const std::string &name, int kind, int reason);
   void flush_batch();
   void fail(const std::string &message);
   void add_reader();
