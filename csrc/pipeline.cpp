@@ -533,6 +533,29 @@ void Pipeline::work() {
   }
 }
 
+// ---- output --------------------------------------------------------------------------------------
+
+int Output::write(const char *data, size_t len) {
+  while (len) {
+    ssize_t n = ::write(fd_, data, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    data += n;
+    len -= static_cast<size_t>(n);
+    written_ += static_cast<uint64_t>(n);
+  }
+  constexpr uint64_t kWriteback = 8u << 20;
+  if (written_ - flushed_ >= kWriteback) {
+    // A hint: a file system that cannot do it still gets everything from the fsync.
+    sync_file_range(fd_, static_cast<off_t>(flushed_), static_cast<off_t>(written_ - flushed_),
+                    SYNC_FILE_RANGE_WRITE);
+    flushed_ = written_;
+  }
+  return 0;
+}
+
 // ---- merge ---------------------------------------------------------------------------------------
 
 int Pipeline::next(Chunk &out, int timeout_ms) {

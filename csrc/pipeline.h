@@ -87,6 +87,18 @@ class InsightParser {
 int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
                     const std::function<bool()> &stop);
 
+// Appends chunks to a file descriptor: retries short writes, and starts writeback of every finished
+// 8 MiB so the closing fsync has little left to wait for. write() returns 0 or an errno.
+class Output {
+ public:
+  explicit Output(int fd) : fd_(fd) {}
+  int write(const char *data, size_t len);
+
+ private:
+  int fd_;
+  uint64_t written_ = 0, flushed_ = 0;
+};
+
 class Pipeline {
  public:
   explicit Pipeline(Options options);

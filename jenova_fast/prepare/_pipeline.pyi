@@ -9,7 +9,7 @@ def run(
     max_bytes: int,
     follow_symlinks: bool,
     threads: int,
-    write: Callable[[bytes], object],
+    write: Callable[[bytes], object] | int,
     on_skip: Callable[[Skip], object],
     progress: Callable[[int, int, int | None], object],
     count_total: bool = False,

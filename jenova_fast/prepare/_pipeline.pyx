@@ -2,6 +2,8 @@
 """Native twin of `_pipeline_py.py`: drives csrc/pipeline.cpp (walk, read, simdjson parse, render through
 the Cython writer) with the GIL released, handing ordered chunks of output back to Python."""
 
+import os
+
 from libc.stdint cimport int64_t, uint64_t
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
@@ -60,6 +62,10 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
 
     int64_t c_count_files "jf::count_files"(const vector[string]& roots, cbool follow_symlinks, const stop_fn& stop) except +
 
+    cdef cppclass Output:
+        Output(int fd)
+        int write(const char* data, size_t length)
+
     cdef cppclass Pipeline:
         Pipeline(Options) except +
         void start() except +
@@ -73,8 +79,10 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
 
 def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, progress, count_total=False,
         topics=None):
-    """Same contract as `_pipeline_py.run`."""
+    """Same contract as `_pipeline_py.run`; chunks for a file descriptor are written without the GIL."""
     cdef Options opt
+    cdef Output* out = new Output(write if isinstance(write, int) else -1)
+    cdef int err
     for root in roots:
         opt.roots.push_back(str(root).encode("utf-8", "surrogateescape"))
     opt.max_bytes = max_bytes
@@ -106,7 +114,13 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
                     for i in range(chunk.topics.size()):
                         topics.append(chunk.topics[i].decode("utf-8"))
                 if chunk.data.size():
-                    write(chunk.data)  # bytes; Python's file write releases the GIL
+                    if isinstance(write, int):
+                        with nogil:
+                            err = out.write(chunk.data.data(), chunk.data.size())
+                        if err:
+                            raise OSError(err, os.strerror(err))
+                    else:
+                        write(chunk.data)
                 records += chunk.records
                 stats.files_seen += chunk.files
                 stats.bytes_read += chunk.bytes
@@ -119,6 +133,7 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
     finally:
         with nogil:
             del pipeline
+        del out
     return records, stats
 
 

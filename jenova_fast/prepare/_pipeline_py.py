@@ -7,6 +7,7 @@ skips, in the same order. Keep it obvious rather than fast.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from jenova_fast.prepare._jsonl_py import format_chat, format_insight
+from jenova_fast.prepare.output import write_all
 from jenova_fast.prepare.records import DEFAULT_TOPIC, DEFAULT_USER
 from jenova_fast.prepare.report import Skip, SkipReason
 
@@ -266,17 +268,20 @@ def run(
     max_bytes: int,
     follow_symlinks: bool,
     threads: int,
-    write: Callable[[bytes], object],
+    write: Callable[[bytes], object] | int,
     on_skip: Callable[[Skip], object],
     progress: Callable[[int, int, int | None], object],
     count_total: bool = False,
     topics: list[str] | None = None,
 ) -> tuple[int, ScanStats]:
-    """Write every insight's record through `write`; returns (records, stats). `threads` is ignored.
+    """Write every insight's record through `write` (a callable or a file descriptor); returns (records,
+    stats). `threads` is ignored.
 
     With a `topics` list, each record's topic is appended to it before the chunk holding the record is
     written (one per line, in order): what `--balance-topics` filters on."""
     del threads
+    if isinstance(write, int):
+        write = functools.partial(write_all, write)
     total = count_files(roots, follow_symlinks) if count_total else None
     events, stats = scan(roots, max_bytes, follow_symlinks)
     records, pending = 0, []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from jenova_fast.prepare import _pipeline_py
 from jenova_fast.prepare._pipeline_py import Insight
 from jenova_fast.prepare.balance import TopicBalancer, topic_caps_for
 from jenova_fast.prepare.history import iter_history_pairs
-from jenova_fast.prepare.output import atomic_output
+from jenova_fast.prepare.output import atomic_output, write_all
 from jenova_fast.prepare.report import PrepareReport, Skip
 from jenova_fast.prepare.stores import StoreNotFoundError, resolve_roots
 
@@ -99,7 +100,7 @@ def prepare(
         else None
     )
     with atomic_output(Path(output)) as f:
-        _run(module, roots, history, report, f.write, max_file_bytes, follow_symlinks, progress, start, balancer)
+        _run(module, roots, history, report, f.fileno(), max_file_bytes, follow_symlinks, progress, start, balancer)
     if balancer is not None:
         report.balanced_out = balancer.dropped
     report.seconds = time.perf_counter() - start
@@ -228,13 +229,15 @@ def _run(
     roots: list[str],
     history: Path | None,
     report: PrepareReport,
-    write: Callable[[bytes], object],
+    write: Callable[[bytes], object] | int,
     max_file_bytes: int,
     follow_symlinks: bool,
     progress: ProgressCallback | None,
     start: float,
     balancer: TopicBalancer | None = None,
 ) -> None:
+    """`write` is a callable or a file descriptor (which the native pipeline writes without the GIL)."""
+
     def on_skip(skip: Skip) -> None:
         logger.info("skipped %s: %s", skip.path, skip.reason.value)
         report.skips.append(skip)
@@ -243,14 +246,15 @@ def _run(
         if progress is not None:
             progress(Progress(files_done, bytes_read, files_total, time.perf_counter() - start))
 
+    emit = functools.partial(write_all, write) if isinstance(write, int) else write
     topics: list[str] | None = None
     if balancer is not None:
-        topics, write_all = [], write
+        topics = []
 
         def write(chunk: bytes) -> None:
             kept = balancer.filter(chunk, topics)
             topics.clear()
-            write_all(kept)
+            emit(kept)
 
     records, stats = module.run(
         roots,
@@ -273,7 +277,7 @@ def _run(
             else:
                 pending.append(module.format_chat(*item))
                 report.history_records += 1
-        write(b"".join(pending))
+        emit(b"".join(pending))
     report.records = report.insight_records + report.history_records
 
 

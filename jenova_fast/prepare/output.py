@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -12,6 +13,20 @@ from typing import BinaryIO
 
 class OutputError(OSError):
     """The output cannot be written; the message names the path and the fix."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message alone, without OSError's "[Errno N]"
+
+
+# Errors of the output file itself (not of the store being read) while it is written.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """`os.write` may write less than asked (a full disk, a signal): go on until all of it is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 @contextlib.contextmanager
@@ -36,9 +51,13 @@ def atomic_output(target: Path) -> Iterator[BinaryIO]:
         else:
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno in _WRITE_ERRNOS:
+            raise OutputError(
+                exc.errno, f"cannot write {target}: {exc.strerror}; free space there or choose another --output"
+            ) from exc
         raise
     with contextlib.suppress(OSError):  # make the rename durable
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

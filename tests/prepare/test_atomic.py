@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import jenova_fast
 from jenova_fast.demo import write_store
 from jenova_fast.prepare import OutputError, StoreNotFoundError
+from tests.conftest import run_cli
 
 
 def test_repeat_runs_and_thread_counts_give_identical_bytes(impl, demo_store, tmp_path):
@@ -90,6 +92,22 @@ def test_failed_run_leaves_the_previous_output_and_no_temp_file(impl, tmp_path):
         jenova_fast.prepare(store, out, progress=explode)
     assert out.read_bytes() == b"old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "train.jsonl"]
+
+
+def _small_file_size_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))  # writes past it fail with EFBIG
+
+
+def test_a_full_output_is_a_clear_error_and_keeps_the_previous_output(impl, demo_store, tmp_path):
+    root, _ = demo_store
+    out = tmp_path / "train.jsonl"
+    out.write_bytes(b"old\n")
+    proc = run_cli("prepare", "--insights-dir", root, "--output", out, "--quiet", preexec_fn=_small_file_size_limit)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"jenova-fast prepare: error: cannot write {out}: File too large; free space there or " \
+        "choose another --output\n"
+    assert out.read_bytes() == b"old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["train.jsonl"]
 
 
 def test_no_store_and_unwritable_output_are_clear_errors(impl, tmp_path):
