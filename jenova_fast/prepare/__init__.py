@@ -1,6 +1,5 @@
 """prepare: an insight store into `finetune/train.jsonl` (walk → read → parse → write)."""
 
-from jenova_fast.prepare._pipeline_py import Insight
 from jenova_fast.prepare.api import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_OUTPUT,
@@ -10,6 +9,7 @@ from jenova_fast.prepare.api import (
     prepare,
 )
 from jenova_fast.prepare.output import OutputError
+from jenova_fast.prepare.records import Insight
 from jenova_fast.prepare.report import PrepareReport, Skip, SkipReason
 from jenova_fast.prepare.stores import StoreNotFoundError, resolve_roots
 

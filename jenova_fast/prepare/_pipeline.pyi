@@ -1,7 +1,6 @@
 from collections.abc import Callable
 
-from jenova_fast.prepare._pipeline_py import ScanStats
-from jenova_fast.prepare.report import Skip, SkipReason
+from jenova_fast.prepare.report import ScanStats, Skip, SkipReason
 
 def run(
     roots: list[str],

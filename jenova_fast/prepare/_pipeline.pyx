@@ -12,8 +12,8 @@ from libcpp.vector cimport vector
 
 from jenova_fast.prepare._jsonl cimport append_insight_record
 from jenova_fast.prepare._jsonl import format_chat, format_insight  # noqa: F401  (re-exported)
-from jenova_fast.prepare._pipeline_py import MAX_DEPTH, ScanStats
-from jenova_fast.prepare.report import REASONS, Skip
+from jenova_fast.prepare.records import MAX_DEPTH
+from jenova_fast.prepare.report import REASONS, ScanStats, Skip
 
 
 cdef extern from * nogil:

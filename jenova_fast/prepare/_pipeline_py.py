@@ -14,33 +14,16 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 from jenova_fast.prepare._jsonl_py import format_chat, format_insight
 from jenova_fast.prepare.output import write_all
-from jenova_fast.prepare.records import DEFAULT_TOPIC, DEFAULT_USER
-from jenova_fast.prepare.report import Skip, SkipReason
+from jenova_fast.prepare.records import DEFAULT_TOPIC, DEFAULT_USER, MAX_DEPTH, Insight
+from jenova_fast.prepare.report import ScanStats, Skip, SkipReason
 
-MAX_DEPTH = 512  # nesting allowed in an input document; the native parser is configured the same
 NOT_INSIGHTS = frozenset({"concerns.json"})
 _BOM = b"\xef\xbb\xbf"
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-@dataclass(frozen=True)
-class Insight:
-    path: str
-    topic: str
-    content: str
-    user: str
-
-
-@dataclass
-class ScanStats:
-    files_seen: int = 0
-    bytes_read: int = 0
-    ignored: int = 0
 
 
 __all__ = ["Insight", "ScanStats", "count_files", "format_chat", "loads_strict", "parse_insight", "run", "scan"]

@@ -17,11 +17,9 @@ from types import ModuleType
 from typing import Any
 
 from jenova_fast._implementation import pure_requested
-from jenova_fast.prepare import _pipeline_py
-from jenova_fast.prepare._pipeline_py import Insight
 from jenova_fast.prepare.balance import TopicBalancer, topic_caps_for
-from jenova_fast.prepare.history import iter_history_pairs
 from jenova_fast.prepare.output import atomic_output, write_all
+from jenova_fast.prepare.records import Insight
 from jenova_fast.prepare.report import PrepareReport, Skip
 from jenova_fast.prepare.stores import StoreNotFoundError, resolve_roots
 
@@ -55,6 +53,8 @@ def available_threads() -> int:
 def implementation() -> tuple[ModuleType, str]:
     """The pipeline in use: the native one unless JENOVA_FAST_PURE=1."""
     if pure_requested():
+        from jenova_fast.prepare import _pipeline_py
+
         return _pipeline_py, "pure"
     try:
         from jenova_fast.prepare import _pipeline
@@ -169,6 +169,8 @@ def iter_insights(
 ) -> Iterator[Insight]:
     """Each valid insight with its path and fields, in path order (skips are logged), for consumers such
     as the CPA that need the topic rather than the rendered record."""
+    from jenova_fast.prepare import _pipeline_py  # the topics need no speed: the specification reads them
+
     roots = resolve_roots(insights_dir, user=user, all_users=all_users)
     events, _ = _pipeline_py.scan(roots, max_file_bytes, follow_symlinks)
     for event in events:
@@ -270,6 +272,8 @@ def _run(
     report.insight_records = records - (balancer.dropped if balancer else 0)
     report.files_seen, report.bytes_read, report.ignored = stats.files_seen, stats.bytes_read, stats.ignored
     if history is not None:
+        from jenova_fast.prepare.history import iter_history_pairs  # with the pure parser: only when asked
+
         pending = []
         for item in iter_history_pairs(history):
             if isinstance(item, Skip):

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_TOPIC = "general"
 DEFAULT_USER = "user"
+MAX_DEPTH = 512  # nesting allowed in an input document; the native parser is configured the same
+
+
+@dataclass(frozen=True)
+class Insight:
+    """One valid insight file: its path and the fields its record is made of."""
+
+    path: str
+    topic: str
+    content: str
+    user: str
+
 
 # The reference's prompt and answer, split where the insight's fields go in.
 USER_PREFIX = "Hey Jenova, I've been thinking about our conversations on '"

@@ -38,6 +38,15 @@ class Skip:
 
 
 @dataclass
+class ScanStats:
+    """What the walk saw besides records; the native and the pure pipeline both return one."""
+
+    files_seen: int = 0
+    bytes_read: int = 0
+    ignored: int = 0
+
+
+@dataclass
 class PrepareReport:
     """Returned by `prepare()`; `to_json()` is what `--report FILE.json` writes."""
 

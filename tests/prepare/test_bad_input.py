@@ -68,7 +68,7 @@ def test_each_bad_file_is_skipped_with_its_reason(impl, tmp_path):
 
 
 def test_nesting_limit_is_the_same_in_both_implementations(impl, tmp_path):
-    from jenova_fast.prepare._pipeline_py import MAX_DEPTH
+    from jenova_fast.prepare.records import MAX_DEPTH
 
     store = tmp_path / "s"
     store.mkdir()
