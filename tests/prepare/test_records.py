@@ -172,3 +172,21 @@ def test_library_never_prints_it_logs_and_reports_progress(impl, demo_store, tmp
     assert len(skipped_logs) == len(report.skips) == sum(len(p) for p in manifest.corrupt.values())
     assert seen and seen[-1].files_done == seen[-1].files_total == manifest.insights
     assert all(a.files_done <= b.files_done for a, b in itertools.pairwise(seen))
+
+
+def test_files_around_and_far_beyond_the_read_buffer_are_read_whole(impl, tmp_path):
+    """The native reader reads into a 64 KiB buffer and only stats a file that fills it."""
+    store = tmp_path / "s"
+    store.mkdir()
+    overhead = len(json.dumps({"content": ""}))
+    sizes = [65535, 65536, 65537, 131072, 3_000_000]
+    for size in sizes:
+        half, odd = divmod(size - overhead, 2)  # two-byte characters, so a buffer edge can split one
+        doc = json.dumps({"content": "é" * half + "x" * odd}, ensure_ascii=False)
+        (store / f"{size:08d}.json").write_bytes(doc.encode())
+    assert sorted(p.stat().st_size for p in store.iterdir()) == sizes
+    report = jenova_fast.prepare(store, tmp_path / "o.jsonl", max_file_bytes=2_000_000)
+    assert {Path(s.path).name: s.reason.value for s in report.skips} == {"03000000.json": "too_large"}
+    contents = [r["messages"][1]["content"].rsplit(": ", 1)[1] for r in read_lines(tmp_path / "o.jsonl")]
+    assert [len(c.encode()) + overhead for c in contents] == sizes[:-1]
+    assert report.bytes_read == sum(sizes[:-1])
