@@ -33,7 +33,7 @@ def warm(cpa_dir: Path, queries: list[str]) -> CPA:
     return cpa
 
 
-def test_count_query_ngrams(benchmark, warm: CPA, queries: list[str]) -> None:
+def test_count_queries(benchmark, warm: CPA, queries: list[str]) -> None:
     def run() -> int:
         hh = counters.HeavyHitters(4096, 4, 1 << 14)
         return counters.count_queries(hh, queries, warm.state_dir)

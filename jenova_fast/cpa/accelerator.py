@@ -62,7 +62,7 @@ class CPA:
             jit_cache.bind(self.state_dir)
             if not pure_requested():
                 self.warmed = jit_cache.warm_start(self.state_dir)
-                if "count_query_ngrams" in self.warmed:
+                if "tokenize_queries" in self.warmed:
                     unicode_tables.tables(self.state_dir / "tables")
         else:
             jit_cache.bind(None)

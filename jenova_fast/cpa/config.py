@@ -29,5 +29,6 @@ THEME_HALF_LIFE_DAYS = 30.0
 # Hot functions kept (by cumulative time) after each profile merge.
 MAX_FUNCTIONS = 4096
 
-# Queries per kernel call: bounds the UTF-8 buffer built for one call.
-QUERY_BATCH = 262144
+# Queries per kernel call: bounds the UTF-8 buffer and the n-gram arrays of a batch (~1 MB and ~25 MB of
+# address space, two batches at a time); small enough that tokenizing the next overlaps counting this one.
+QUERY_BATCH = 16384

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
@@ -133,24 +135,48 @@ def _utf8(batch: Sequence[str]) -> np.ndarray:
 
 
 def count_queries(hh: HeavyHitters, texts: Iterable[str], state_dir: Path | None = None) -> int:
-    """Count word unigrams and bigrams of each query; returns the number of words."""
+    """Count word unigrams and bigrams of each query; returns the number of words.
+
+    Two cores at once: a helper thread tokenizes batch k+1 while this thread encodes batch k+2 and counts
+    batch k. Counting stays in order, so the counts are exactly the sequential ones."""
     if pure_requested():
         return kernels_py.count_queries(hh, texts)
     tables = unicode_tables.tables(None if state_dir is None else Path(state_dir) / "tables")
-    kernel = jit_cache.ensure("count_query_ngrams", state_dir)
-    words = 0
-    for batch in _batches(texts, QUERY_BATCH):
+    tokenize = jit_cache.ensure("tokenize_queries", state_dir)
+    count = jit_cache.ensure("count_hashes", state_dir)
+
+    # three sets of n-gram arrays, reused in turn (two batches tokenized ahead, one being counted): fresh
+    # arrays per batch would cost more in page faults than the tokenizing
+    ring: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.uint64), np.empty((2, 0), np.int64))] * 3
+
+    def tokenized(k: int, batch: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
         buf = _utf8(batch)
-        hh.slots[REP_START].fill(-1)
-        words += int(kernel(buf, tables.fold_off, tables.fold_cp, tables.is_word,
-                            hh.sketch, hh.hashes, hh.slots, hh.heap, hh.native_index(), hh.meta))
-        for s in np.flatnonzero(hh.slots[REP_START] >= 0).tolist():
-            span = buf[hh.slots[REP_START, s]: hh.slots[REP_END, s]].tobytes()
-            if span.isascii():  # same words as kernels_py.words for ASCII, without the per-character loop
-                hh.texts[s] = " ".join(_ASCII_WORD.findall(span.decode("ascii").lower()))
-            else:
-                hh.texts[s] = " ".join(kernels_py.words(span.decode("utf-8", "surrogatepass")))
-    return words
+        ngrams, spans = ring[k % 3]
+        if ngrams.size < buf.size + 1:
+            ngrams, spans = ring[k % 3] = np.empty(buf.size + 1, np.uint64), np.empty((2, buf.size + 1), np.int64)
+        n, words = tokenize(buf, tables.fold_off, tables.fold_cp, tables.is_word, ngrams, spans[0], spans[1])
+        return buf, ngrams[:n], spans[0, :n], spans[1, :n], int(words)
+
+    total = 0
+    batches = _batches(texts, QUERY_BATCH)
+    with ThreadPoolExecutor(2, thread_name_prefix="cpa-tokenize") as pool:
+        ahead = deque(pool.submit(tokenized, k, batch) for k, batch in enumerate(islice(batches, 2)))
+        k = 2
+        while ahead:
+            buf, ngrams, starts, ends, words = ahead.popleft().result()
+            if (batch := next(batches, None)) is not None:
+                ahead.append(pool.submit(tokenized, k, batch))
+                k += 1
+            total += words
+            hh.slots[REP_START].fill(-1)
+            count(ngrams, starts, ends, hh.sketch, hh.hashes, hh.slots, hh.heap, hh.native_index(), hh.meta)
+            for s in np.flatnonzero(hh.slots[REP_START] >= 0).tolist():
+                span = buf[hh.slots[REP_START, s]: hh.slots[REP_END, s]].tobytes()
+                if span.isascii():  # same words as kernels_py.words for ASCII, without the per-character loop
+                    hh.texts[s] = " ".join(_ASCII_WORD.findall(span.decode("ascii").lower()))
+                else:
+                    hh.texts[s] = " ".join(kernels_py.words(span.decode("utf-8", "surrogatepass")))
+    return total
 
 
 def item_hashes(keys: Sequence[str], state_dir: Path | None = None) -> np.ndarray:

@@ -34,7 +34,8 @@ _I64 = types.int64[::1]
 _TOPK = (types.uint32[:, ::1], types.uint64[::1], types.int64[:, ::1], _I64, _I64, _I64)
 # explicit signatures, compiled (or loaded from the state dir's cache) ahead of use
 SIGNATURES = {
-    "count_query_ngrams": types.int64(_BYTES, types.int32[::1], types.uint32[::1], types.uint8[::1], *_TOPK),
+    "tokenize_queries": types.UniTuple(types.int64, 2)(_BYTES, types.int32[::1], types.uint32[::1], types.uint8[::1],
+                                                        types.uint64[::1], _I64, _I64),
     "hash_segments": types.int64(_BYTES, types.uint64[::1], _I64, _I64),
     "count_hashes": types.void(types.uint64[::1], _I64, _I64, *_TOPK),
 }
@@ -72,26 +73,6 @@ def _fnv_code_point(h, cp):
         h = _fnv_byte(h, 0x80 | ((cp >> 12) & 0x3F))
         h = _fnv_byte(h, 0x80 | ((cp >> 6) & 0x3F))
     return _fnv_byte(h, 0x80 | (cp & 0x3F))
-
-
-@njit(**NUMBA_OPTIONS)
-def _sketch_add(sketch, h):
-    """Conservative update: raise only the rows at the minimum; returns the new estimate."""
-    depth, width = sketch.shape
-    mask = _U(width - 1)
-    h1 = h & _LOW32
-    h2 = (h >> _S32) | _ONE
-    est = -1
-    for r in range(depth):
-        v = np.int64(sketch[r, np.int64((h1 + _U(r) * h2) & mask)])
-        if est < 0 or v < est:
-            est = v
-    est += 1
-    for r in range(depth):
-        i = np.int64((h1 + _U(r) * h2) & mask)
-        if np.int64(sketch[r, i]) < est:
-            sketch[r, i] = est
-    return est
 
 
 # The top-k's min-heap is lazy: it orders slots by KEY, a count that may lag behind COUNT (increments
@@ -226,23 +207,13 @@ def _topk_miss(h, i, est, start, end, sketch, hashes, slots, heap, index, meta):
 
 
 @njit(**NUMBA_OPTIONS)
-def _topk_add(h, start, end, sketch, hashes, slots, heap, index, meta):
-    """One occurrence of h: a tracked item counts in its slot."""
-    meta[TOTAL] += 1
-    s, i = _find(index, hashes, h)
-    if s >= 0:
-        slots[COUNT, s] += 1
-    else:
-        _topk_miss(h, i, _sketch_add(sketch, h), start, end, sketch, hashes, slots, heap, index, meta)
-
-
-@njit(**NUMBA_OPTIONS)
-def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, heap, index, meta):
-    """Case-fold, tokenize and count unigrams and bigrams of NUL-separated UTF-8 queries in one pass.
+def tokenize_queries(buf, fold_off, fold_cp, is_word, out_hash, out_start, out_end):
+    """Case-fold and tokenize NUL-separated UTF-8 queries: each word's hash, then its bigram's, in order,
+    with the byte span that stands for it. Returns (n-grams written, words).
 
     A word is a maximal run of characters whose case folding is word characters (is_word); NUL ends a
-    query (no bigram spans it). Returns the number of words. The tracked-item path is written out here
-    rather than called: passing the arrays to a helper per word costs more than the counting.
+    query (no bigram spans it). Words are never adjacent, so out_* need buf.size + 1 entries at most.
+    Counting is a separate kernel (count_hashes), so the next batch is tokenized while this one counts.
     """
     # ASCII byte -> its folded byte when that is a word character, else 0 (the hot path: no table walk)
     ascii_word = np.zeros(128, dtype=np.int64)
@@ -250,11 +221,9 @@ def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, h
         lo = c + 32 if 65 <= c <= 90 else c
         if is_word[lo]:
             ascii_word[c] = lo
-    mask = index.size - 1
-    depth = sketch.shape[0]
-    smask = _U(sketch.shape[1] - 1)
     n = buf.size
     words = 0
+    m = 0  # n-grams written
     h = FNV_OFFSET
     in_word = False
     start = 0
@@ -303,44 +272,26 @@ def count_query_ngrams(buf, fold_off, fold_cp, is_word, sketch, hashes, slots, h
                     i += width
                     end = i
                     continue
-        if in_word:  # a word ended: count it and its bigram
+        if in_word:  # a word ended: write it and its bigram
             in_word = False
             words += 1
             uh = mix64(h)
-            for which in range(2 if have_prev else 1):
-                hx = uh if which == 0 else pair_hash(prev_h, uh)
-                sx = start if which == 0 else prev_start
-                meta[TOTAL] += 1
-                p = np.int64(hx & _U(mask))
-                s = index[p]
-                while s >= 0 and hashes[s] != hx:
-                    p = (p + 1) & mask
-                    s = index[p]
-                if s >= 0:
-                    slots[COUNT, s] += 1
-                    continue
-                # untracked: the conservative sketch update, also written out
-                h1 = hx & _LOW32
-                h2 = (hx >> _S32) | _ONE
-                est = np.int64(sketch[0, np.int64(h1 & smask)])
-                for r in range(1, depth):
-                    est = min(est, np.int64(sketch[r, np.int64((h1 + _U(r) * h2) & smask)]))
-                est += 1
-                for r in range(depth):
-                    col = np.int64((h1 + _U(r) * h2) & smask)
-                    if np.int64(sketch[r, col]) < est:
-                        sketch[r, col] = est
-                if meta[USED] < hashes.size or est > slots[KEY, heap[0]]:
-                    _topk_miss(hx, p, est, sx, end, sketch, hashes, slots, heap, index, meta)
-                else:  # turned away without a call: what _topk_miss would do
-                    meta[OVERFLOWED] = 1
+            out_hash[m] = uh
+            out_start[m] = start
+            out_end[m] = end
+            m += 1
+            if have_prev:
+                out_hash[m] = pair_hash(prev_h, uh)
+                out_start[m] = prev_start
+                out_end[m] = end
+                m += 1
             have_prev = True
             prev_h = uh
             prev_start = start
         if boundary:
             have_prev = False
         i += width
-    return words
+    return m, words
 
 
 @njit(**NUMBA_OPTIONS)
@@ -365,5 +316,36 @@ def hash_segments(buf, out_hash, out_start, out_end):
 
 @njit(**NUMBA_OPTIONS)
 def count_hashes(items, starts, ends, sketch, hashes, slots, heap, index, meta):
+    """One occurrence of each item, in order; (starts, ends) is the span that stands for it.
+
+    A tracked item counts in its slot; an untracked one updates the sketch (conservative update) and
+    enters the top-k when its estimate beats the minimum. The hot path is written out here rather than
+    called: passing the arrays to a helper per item costs more than the counting."""
+    mask = index.size - 1
+    depth = sketch.shape[0]
+    smask = _U(sketch.shape[1] - 1)
     for k in range(items.size):
-        _topk_add(items[k], starts[k], ends[k], sketch, hashes, slots, heap, index, meta)
+        hx = items[k]
+        meta[TOTAL] += 1
+        p = np.int64(hx & _U(mask))
+        s = index[p]
+        while s >= 0 and hashes[s] != hx:
+            p = (p + 1) & mask
+            s = index[p]
+        if s >= 0:
+            slots[COUNT, s] += 1
+            continue
+        h1 = hx & _LOW32
+        h2 = (hx >> _S32) | _ONE
+        est = np.int64(sketch[0, np.int64(h1 & smask)])
+        for r in range(1, depth):
+            est = min(est, np.int64(sketch[r, np.int64((h1 + _U(r) * h2) & smask)]))
+        est += 1
+        for r in range(depth):
+            col = np.int64((h1 + _U(r) * h2) & smask)
+            if np.int64(sketch[r, col]) < est:
+                sketch[r, col] = est
+        if meta[USED] < hashes.size or est > slots[KEY, heap[0]]:
+            _topk_miss(hx, p, est, starts[k], ends[k], sketch, hashes, slots, heap, index, meta)
+        else:  # turned away without a call: what _topk_miss would do
+            meta[OVERFLOWED] = 1

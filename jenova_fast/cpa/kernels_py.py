@@ -124,7 +124,7 @@ def _sketch_raise(sketch: np.ndarray, h: int, value: int) -> None:
 
 
 def topk_add(hh, h: int, text: str) -> None:
-    """One occurrence into a `HeavyHitters` (sketch + top-k), exactly as kernels._topk_add."""
+    """One occurrence into a `HeavyHitters` (sketch + top-k), exactly as kernels.count_hashes."""
     sketch, hashes, slots, heap, meta, index = hh.sketch, hh.hashes, hh.slots, hh.heap, hh.meta, hh.py_index
     meta[TOTAL] += 1
     n = int(meta[USED])

@@ -61,6 +61,19 @@ def test_twins_agree_exactly_when_the_top_k_overflows(compiled_state, monkeypatc
     assert a.top() == b.top()
 
 
+def test_many_batches_through_the_tokenizer_thread_count_exactly_as_the_twin(compiled_state, monkeypatch) -> None:
+    """Batches are tokenized on a helper thread ahead of the counting and their arrays reused in turn."""
+    monkeypatch.setattr(counters, "QUERY_BATCH", 37)
+    queries = QUERIES + _random_queries(11, 3000, 400)
+    (wa, a), (wb, b) = (_count(pure, queries, k=64, width=1 << 10) for pure in (False, True))
+    monkeypatch.delenv("JENOVA_FAST_PURE", raising=False)
+    assert wa == wb and a.meta.tolist() == b.meta.tolist()
+    for name in ("sketch", "hashes", "heap"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    np.testing.assert_array_equal(a.slots[:3], b.slots[:3])
+    assert a.top() == b.top()
+
+
 def test_overflow_bounds_hold(cpa_impl: str) -> None:
     queries = _random_queries(11, 1500, 300)
     hh = counters.HeavyHitters(128, 4, 1 << 10)
