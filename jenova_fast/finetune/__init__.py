@@ -10,11 +10,15 @@ error names the fix only when fine-tuning is actually asked for.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.install import InstallResult, install_model, rollback
 from jenova_fast.finetune.pipeline import FinetuneConfig, FinetuneReport, finetune
-from jenova_fast.finetune.tiny_model import write_tiny_model
 from jenova_fast.finetune.train_inprocess import Progress
+
+if TYPE_CHECKING:
+    from jenova_fast.finetune.tiny_model import write_tiny_model
 
 __all__ = [
     "FinetuneConfig",
@@ -27,3 +31,12 @@ __all__ = [
     "rollback",
     "write_tiny_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use, so `python -m jenova_fast.finetune.tiny_model` does not find it imported already
+    if name == "write_tiny_model":
+        from jenova_fast.finetune.tiny_model import write_tiny_model
+
+        return write_tiny_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

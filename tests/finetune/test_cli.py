@@ -68,3 +68,11 @@ def test_help_lists_the_seed_flag_names():
     assert done.returncode == 0
     for flag in ("--model-base", "--train-data", "--model-out", "--trainer", "--llama-finetune", "--install"):
         assert flag in done.stdout
+
+
+def test_the_documented_tiny_model_command_writes_a_model_without_warnings(tmp_path):
+    """`python -m jenova_fast.finetune.tiny_model PATH`, as README and models/README.md give it."""
+    proc = subprocess.run([sys.executable, "-W", "error", "-m", "jenova_fast.finetune.tiny_model", "m/tiny.gguf"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (tmp_path / "m" / "tiny.gguf").read_bytes()[:4] == b"GGUF"
