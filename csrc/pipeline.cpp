@@ -480,6 +480,9 @@ void Pipeline::work() {
       }
       Chunk &out = batch->result;
       out.data.reserve(last_size + last_size / 4);
+      auto skip = [&](const Item &item, int reason) {
+        out.skips.push_back(Skip{join(batch->dir(item), batch->name(item)), reason});
+      };
       struct rusage before, after;
       getrusage(RUSAGE_THREAD, &before);
       for (Item &item : batch->items) {
@@ -488,28 +491,28 @@ void Pipeline::work() {
           continue;
         }
         if (item.kind == SKIP_UNSEEN) {
-          out.skips.push_back(Skip{join(batch->dir(item), batch->name(item)), item.reason});
+          skip(item, item.reason);
           continue;
         }
         out.files++;
         if (item.kind == SKIP_SEEN) {
-          out.skips.push_back(Skip{join(batch->dir(item), batch->name(item)), item.reason});
+          skip(item, item.reason);
           continue;
         }
         int64_t n = read_file(reader, batch->dir(item), batch->name(item), opt_);
         if (n < 0) {
-          out.skips.push_back(Skip{join(batch->dir(item), batch->name(item)), static_cast<int>(-n - 1)});
+          skip(item, static_cast<int>(-n - 1));
           continue;
         }
         out.bytes += static_cast<uint64_t>(n);
         if (n == 0) {
-          out.skips.push_back(Skip{join(batch->dir(item), batch->name(item)), EMPTY_FILE});
+          skip(item, EMPTY_FILE);
           continue;
         }
         std::string_view topic, content, user;
         int reason = parse_insight(reader, static_cast<size_t>(n), topic, content, user);
         if (reason >= 0) {
-          out.skips.push_back(Skip{join(batch->dir(item), batch->name(item)), reason});
+          skip(item, reason);
           continue;
         }
         opt_.format(&out.data, topic.data(), topic.size(), content.data(), content.size(), user.data(),

@@ -91,7 +91,7 @@ int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
 // 8 MiB so the closing fsync has little left to wait for. write() returns 0 or an errno.
 class Output {
  public:
-  explicit Output(int fd) : fd_(fd) {}
+  explicit Output(int fd = -1) : fd_(fd) {}
   int write(const char *data, size_t len);
 
  private:

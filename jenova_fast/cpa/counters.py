@@ -137,7 +137,7 @@ def _utf8(batch: Sequence[str]) -> np.ndarray:
 def count_queries(hh: HeavyHitters, texts: Iterable[str], state_dir: Path | None = None) -> int:
     """Count word unigrams and bigrams of each query; returns the number of words.
 
-    Two cores at once: a helper thread tokenizes batch k+1 while this thread encodes batch k+2 and counts
+    Two cores at once: two helper threads encode and tokenize batches k+1 and k+2 while this thread counts
     batch k. Counting stays in order, so the counts are exactly the sequential ones."""
     if pure_requested():
         return kernels_py.count_queries(hh, texts)
@@ -158,15 +158,13 @@ def count_queries(hh: HeavyHitters, texts: Iterable[str], state_dir: Path | None
         return buf, ngrams[:n], spans[0, :n], spans[1, :n], int(words)
 
     total = 0
-    batches = _batches(texts, QUERY_BATCH)
+    batches = enumerate(_batches(texts, QUERY_BATCH))
     with ThreadPoolExecutor(2, thread_name_prefix="cpa-tokenize") as pool:
-        ahead = deque(pool.submit(tokenized, k, batch) for k, batch in enumerate(islice(batches, 2)))
-        k = 2
+        ahead = deque(pool.submit(tokenized, *numbered) for numbered in islice(batches, 2))
         while ahead:
             buf, ngrams, starts, ends, words = ahead.popleft().result()
-            if (batch := next(batches, None)) is not None:
-                ahead.append(pool.submit(tokenized, k, batch))
-                k += 1
+            if (numbered := next(batches, None)) is not None:
+                ahead.append(pool.submit(tokenized, *numbered))
             total += words
             hh.slots[REP_START].fill(-1)
             count(ngrams, starts, ends, hh.sketch, hh.hashes, hh.slots, hh.heap, hh.native_index(), hh.meta)

@@ -63,6 +63,7 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
     int64_t c_count_files "jf::count_files"(const vector[string]& roots, cbool follow_symlinks, const stop_fn& stop) except +
 
     cdef cppclass Output:
+        Output()
         Output(int fd)
         int write(const char* data, size_t length)
 
@@ -81,8 +82,11 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
         topics=None):
     """Same contract as `_pipeline_py.run`; chunks for a file descriptor are written without the GIL."""
     cdef Options opt
-    cdef Output* out = new Output(write if isinstance(write, int) else -1)
+    cdef bint to_fd = isinstance(write, int)
+    cdef Output out
     cdef int err
+    if to_fd:
+        out = Output(<int>write)
     for root in roots:
         opt.roots.push_back(str(root).encode("utf-8", "surrogateescape"))
     opt.max_bytes = max_bytes
@@ -114,7 +118,7 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
                     for i in range(chunk.topics.size()):
                         topics.append(chunk.topics[i].decode("utf-8"))
                 if chunk.data.size():
-                    if isinstance(write, int):
+                    if to_fd:
                         with nogil:
                             err = out.write(chunk.data.data(), chunk.data.size())
                         if err:
@@ -133,7 +137,6 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
     finally:
         with nogil:
             del pipeline
-        del out
     return records, stats
 
 
