@@ -44,8 +44,46 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, default=install.DEFAULT_MODELS_DIR, help="default: %(default)s")
     p.add_argument("--report", type=Path, default=None, help="JSON report path (default: beside --data)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split (default: %(default)s)")
+    p.add_argument("--train", default=None, metavar="SPEC",
+                   help="what to train: all | last:N (last N blocks + output norm + head) | attn | ffn | head | "
+                        "norms | tensor-name globs, comma-separated (default: all if it fits in memory, else the "
+                        "largest last:N that does)")
+    p.add_argument("--requantize", default=None, metavar="TYPE",
+                   help="quantize the trained tensors back: 'base' (each to its type in the base) or Q8_0, Q6_K, "
+                        "Q4_K, ... (default: they stay F32)")
+    p.add_argument("--stride", default=None, type=_stride,
+                   help="tokens between training windows: N, 'half' (ctx/2, the default: each token trained twice "
+                        "per epoch) or 'ctx' (once, half the steps)")
+    p.add_argument("--gpu-layers", type=int, default=0,
+                   help="layers to offload to the GPU (-1: all); needs llama-cpp-python built with CUDA, Metal or "
+                        "Vulkan (docs/finetune.md)")
+    p.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+                   help="memory the run may use, e.g. 6G (default: what the machine has available)")
+    p.add_argument("--eval-data", type=Path, default=None,
+                   help="held-out records of their own (prepare --eval-fraction's eval.jsonl) instead of a split")
+    p.add_argument("--plot", type=Path, default=None, help="write train and held-out loss against steps to a PNG")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     return p
+
+
+def _stride(text: str) -> int | str:
+    if text in ("ctx", "half"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of tokens, 'half' or 'ctx'") from None
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    number, unit = text.upper().rstrip("IB"), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    try:
+        return int(float(number) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size such as 6G, 512M or 8000000000") from None
 
 
 class ProgressDisplay:
@@ -89,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         base=args.base, data=args.data, out=args.out, epochs=args.epochs, lr=args.lr, n_ctx=args.ctx,
         threads=args.threads, eval_fraction=args.eval_fraction, template=args.template, trainer=args.trainer,
         llama_finetune=args.llama_finetune, install=args.install, models_dir=args.models_dir, report=args.report,
-        seed=args.seed,
+        seed=args.seed, train=args.train, requantize=args.requantize,
+        stride={"half": args.ctx // 2, "ctx": args.ctx}.get(args.stride, args.stride),  # type: ignore[arg-type]
+        gpu_layers=args.gpu_layers, memory_available=args.max_memory, eval_data=args.eval_data, plot=args.plot,
     )
     display = None if args.quiet else ProgressDisplay(sys.stderr)
     try:
@@ -97,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     except FinetuneError as exc:
         print(f"finetune: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if display is not None:
+            display.close()
+        print(f"finetune: interrupted; nothing was written and {args.out} was not touched", file=sys.stderr)
+        return 130
     finally:
         if display is not None:
             display.close()
@@ -104,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}", file=sys.stderr)
     if not args.quiet:
         print(f"smoke check: {report.smoke_prompt[:60]!r} -> {report.smoke_reply[:80]!r}", file=sys.stderr)
+    if not args.quiet:
+        print(f"trained {report.train_spec} ({len(report.trained_tensors)} tensors, "
+              f"{report.trained_params / 1e6:.1f}M parameters; {report.train_choice})", file=sys.stderr)
     placed = f"installed {report.installed}" if report.installed else f"wrote {report.out}"
     kept = f" (previous kept as {report.previous})" if report.previous else ""
     print(f"finetune: held-out loss {report.heldout_loss_before:.3f} -> {report.heldout_loss_after:.3f} nats/token, "

@@ -24,14 +24,15 @@ class LossReport:
     tokens: int
 
 
-def heldout_loss(model_path: str | os.PathLike[str], windows: np.ndarray, threads: int) -> LossReport:
+def heldout_loss(model_path: str | os.PathLike[str], windows: np.ndarray, threads: int, *,
+                 gpu_layers: int = 0) -> LossReport:
     """Score windows of n_ctx + 1 tokens: predict tokens 1..n_ctx from their prefixes."""
     lc = llama_cpp_module()
     if len(windows) == 0:
         raise FinetuneError("no held-out windows to evaluate; add records or raise --eval-fraction")
     n_ctx = windows.shape[1] - 1
     total = correct = count = 0.0
-    with load_model(model_path) as model, new_context(model, n_ctx, threads) as ctx:
+    with load_model(model_path, gpu_layers=gpu_layers) as model, new_context(model, n_ctx, threads) as ctx:
         n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
         batch = lc.llama_batch_init(n_ctx, 0, 1)
         try:

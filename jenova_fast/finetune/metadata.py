@@ -88,43 +88,58 @@ def rewrite_gguf(
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     writer = gguf.GGUFWriter(str(tmp), arch, endianess=reader.endianess)
     try:
-        names = [*reader.fields, *(k for k in set_from if k not in reader.fields)]
-        for name in names:
-            if name.startswith("GGUF.") or name == "general.architecture" or name in dropped:
-                continue
-            value, main, sub = _typed_value(set_from.get(name) or reader.fields[name])
-            if main == gguf.GGUFValueType.ARRAY and len(value) == 0:
-                log.debug("%s: dropping empty array %s", src, name)
-                continue
-            writer.add_key_value(name, value, main, sub_type=sub)
-
-        plans = []
-        for tensor in reader.tensors:
-            if tensor_rewrite is None:
-                plans.append((tensor.data.shape, tensor.data.dtype, lambda t=tensor: t.data, tensor.tensor_type))
-            else:
-                plans.append(tensor_rewrite(tensor.name, tensor.tensor_type, tensor.data))
-        for tensor, (shape, dtype, _, ggml_type) in zip(reader.tensors, plans, strict=True):
-            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            writer.add_tensor_info(tensor.name, shape, np.dtype(dtype), nbytes, ggml_type)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for _, _, produce, _ in plans:
-            writer.write_tensor_data(produce(), tensor_endianess=reader.endianess)
-    finally:
-        writer.close()
-    try:
+        try:
+            _write(writer, reader, src, set_from, dropped, tensor_rewrite)
+        finally:
+            writer.close()
         os.replace(tmp, dst)
     finally:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # also after an interrupted write: no dead temp file stays behind
     return dst
+
+
+def _write(writer: Any, reader: Any, src: Any, set_from: dict[str, Any], dropped: set[str],
+           tensor_rewrite: TensorRewrite | None) -> None:
+    import gguf
+
+    names = [*reader.fields, *(k for k in set_from if k not in reader.fields)]
+    for name in names:
+        if name.startswith("GGUF.") or name == "general.architecture" or name in dropped:
+            continue
+        value, main, sub = _typed_value(set_from.get(name) or reader.fields[name])
+        if main == gguf.GGUFValueType.ARRAY and len(value) == 0:
+            log.debug("%s: dropping empty array %s", src, name)
+            continue
+        writer.add_key_value(name, value, main, sub_type=sub)
+
+    plans = []
+    for tensor in reader.tensors:
+        if tensor_rewrite is None:
+            plans.append((tensor.data.shape, tensor.data.dtype, lambda t=tensor: t.data, tensor.tensor_type))
+        else:
+            plans.append(tensor_rewrite(tensor.name, tensor.tensor_type, tensor.data))
+    for tensor, (shape, dtype, _, ggml_type) in zip(reader.tensors, plans, strict=True):
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        writer.add_tensor_info(tensor.name, shape, np.dtype(dtype), nbytes, ggml_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for _, _, produce, _ in plans:
+        writer.write_tensor_data(produce(), tensor_endianess=reader.endianess)
 
 
 def restore_metadata(trained: str | os.PathLike[str], base: str | os.PathLike[str],
                      out: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> list[str]:
     """Write `out` = `trained` plus every key of `base` the trainer dropped (the chat template first of all)
     and the base's context length, then `extra` (name -> (value, type)). Returns the keys set."""
+    restore = restored_keys(trained, base, extra=extra)
+    rewrite_gguf(trained, out, set_from=restore)
+    return sorted(restore)
+
+
+def restored_keys(trained: str | os.PathLike[str], base: str | os.PathLike[str], *,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keys `restore_metadata` sets, for `rewrite_gguf(set_from=...)`."""
     base_reader = open_reader(base)
     trained_reader = open_reader(trained)
     arch = base_reader.fields["general.architecture"].contents()
@@ -137,6 +152,4 @@ def restore_metadata(trained: str | os.PathLike[str], base: str | os.PathLike[st
     if ctx_key in base_reader.fields:
         restore[ctx_key] = base_reader.fields[ctx_key]
     restore.update(extra or {})
-    del trained_reader
-    rewrite_gguf(trained, out, set_from=restore)
-    return sorted(restore)
+    return restore

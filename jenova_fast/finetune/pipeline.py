@@ -1,4 +1,5 @@
-"""The whole loop: validate -> dequantize -> render -> train -> restore metadata -> evaluate -> install."""
+"""The whole loop: validate -> choose what to train -> working copy -> render -> train -> assemble ->
+evaluate -> install. Each step is a function below; `finetune` reads as the list of them."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jenova_fast.finetune import evaluate, render, runtime, validate
-from jenova_fast.finetune.dequantize import dequantize_to_f32
+import numpy as np
+
+from jenova_fast.finetune import evaluate, memory, render, runtime, trainable, validate, working_copy
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.install import DEFAULT_MODELS_DIR, INSTALLED_NAME, install_model, validate_model_file
-from jenova_fast.finetune.metadata import open_reader, read_kv, restore_metadata
+from jenova_fast.finetune.metadata import open_reader, read_kv, restored_keys
 from jenova_fast.finetune.train_inprocess import ProgressCallback, TrainResult, train_inprocess
 from jenova_fast.finetune.train_program import ENV_VAR, find_program, train_program
 
@@ -34,6 +36,7 @@ class FinetuneConfig:
     n_ctx: int = 512
     threads: int | None = None  # default: the free cores
     eval_fraction: float = 0.05
+    eval_data: Path | None = None  # held-out records of their own (prepare --eval-fraction's eval.jsonl)
     template: str | None = None  # a name or a .jinja file, for bases without a chat template
     trainer: str = "inprocess"
     llama_finetune: Path | None = None
@@ -42,20 +45,36 @@ class FinetuneConfig:
     report: Path | None = None  # default: <data dir>/<out stem>.report.json
     seed: int = 0
     smoke_tokens: int = 32
+    train: str | None = None  # --train SPEC; None: `all` if it fits in memory, else the largest last:N
+    requantize: str | None = None  # None: trained tensors stay F32; "base" or a ggml type name
+    stride: int | None = None  # tokens between training windows; None: n_ctx // 2
+    gpu_layers: int = 0  # llama.cpp's n_gpu_layers (-1: all)
+    memory_available: int | None = None  # bytes; None: what the machine has available now
+    plot: Path | None = None  # a PNG of train and held-out loss against steps
 
 
 @dataclass
 class FinetuneReport:
     base: str
-    working_copy: str  # the F32 file trained (the base itself when it was F32 already)
+    working_copy: str  # the file trained (the base itself when nothing had to change)
     out: str
     installed: str | None
     previous: str | None
     trainer: str
     n_ctx: int
+    stride: int
     threads: int
+    gpu_layers: int
     lr: float
     epochs: int
+    train_spec: str
+    train_choice: str  # why this spec: given, or chosen by memory
+    trained_tensors: list[str]
+    trained_params: int
+    converted: dict[str, int]  # frozen tensors whose type changed in the working copy: 'Q4_K->Q8_0' -> count
+    frozen_bytes: int
+    memory_estimate: dict[str, int]
+    requantized: dict[str, str]  # trained tensor -> type written (empty: F32)
     records: dict[str, int]
     tokens: dict[str, int]
     steps: int
@@ -67,85 +86,139 @@ class FinetuneReport:
     heldout_accuracy_before: float
     heldout_accuracy_after: float
     per_epoch: list[dict[str, float]]
+    step_losses: list[float]
+    eval_points: list[tuple[int, float]]  # (steps done, held-out loss); step 0 is the base
     restored_metadata: list[str]
     smoke_prompt: str
     smoke_reply: str
     report: str = ""
+    plot: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 
 
-def f32_copy_path(base: Path) -> Path:
-    return base.with_name(f"{base.stem}.f32.gguf")
-
-
-def _working_copy(info: validate.ModelInfo, notes: list[str]) -> Path:
-    """The base itself if all F32, else an F32 copy beside it (made once, reused while newer than the base)."""
-    if not info.types.other_types:
-        return info.path
-    copy = f32_copy_path(info.path)
-    size = info.types.n_params * 4
-    shown = f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
-    notes.append(f"{info.path.name} has {info.types.other_types} tensors; trained an F32 copy {copy} "
-                 f"({shown}) that keeps the quantization error of the original")
-    if copy.is_file() and copy.stat().st_mtime >= info.path.stat().st_mtime:
-        log.info("reusing the F32 working copy %s", copy)
-        return copy
-    log.info("dequantizing %s to %s (%s)", info.path, copy, shown)
-    return dequantize_to_f32(info.path, copy)
+@dataclass(frozen=True)
+class TrainPlan:
+    selection: trainable.Selection
+    work: working_copy.WorkPlan
+    need: memory.MemoryEstimate
+    choice: str
 
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -> FinetuneReport:
-    """Fine-tune `config.base` on `config.data` and write `config.out`; raises FinetuneError on bad input."""
-    started = time.perf_counter()
+def plan_training(info: validate.ModelInfo, config: FinetuneConfig) -> TrainPlan:
+    """What is trained, what the working copy holds, and what it costs in memory; refuses what cannot fit."""
+    reader = open_reader(info.path)
+    gpu = config.gpu_layers != 0
+    if gpu:
+        runtime.check_gpu_offload()
+
+    def estimate_for(spec: str) -> tuple[trainable.Selection, memory.MemoryEstimate]:
+        selection = trainable.select(spec, info.tensors, info.n_layer)
+        work = working_copy.plan(reader, set(selection.trained), gpu=gpu)
+        gpu_weights = sum(working_copy.tensor_nbytes(t.work_type, t.n_elements) for t in work.tensors
+                          if trainable.block_of(t.name) is not None)
+        need = memory.estimate(work_bytes=work.work_bytes(), selection=selection, n_layer=info.n_layer,
+                               n_embd=info.n_embd, n_ff=info.n_ff, n_head=info.n_head, n_vocab=info.n_vocab,
+                               n_ctx=config.n_ctx, gpu_layers=config.gpu_layers, gpu_weight_bytes=gpu_weights)
+        return selection, need
+
+    have = memory.available_memory() if config.memory_available is None else config.memory_available
+    spec = config.train or trainable.default_spec(info.architecture)
+    if spec is not None:
+        selection, need = estimate_for(spec)
+        trainable.check_architecture(info.architecture, selection, info.path)
+        memory.check(selection, need, have, info.path, config.n_ctx)
+        choice = ("given with --train" if config.train else
+                  f"head: architecture {info.architecture!r} can only train what lies after its blocks")
+    else:
+        selection, need, tried = memory.choose(info.n_layer, estimate_for, have, info.path)
+        choice = (f"chosen for {memory.gib(have)} available: {selection.spec} needs {memory.gib(need.total)}"
+                  + (f" ({'; '.join(tried)} would not fit)" if tried else ""))
+    if config.trainer == "llama-finetune" and selection.spec != "all":
+        raise FinetuneError(f"--train {selection.spec}: llama-finetune trains every F32 tensor and has no filter; "
+                            "use the in-process trainer (the default) to train a subset, or --train all")
+    work = working_copy.plan(reader, set(selection.trained), gpu=gpu)
+    return TrainPlan(selection, work, need, choice)
+
+
+def _check_config(config: FinetuneConfig) -> Path | None:
+    """Cheap checks first; returns the llama-finetune program for route B."""
     runtime.llama_cpp_module()
     if config.trainer not in TRAINERS:
         raise FinetuneError(f"--trainer {config.trainer!r}: use one of {', '.join(TRAINERS)}")
     if config.epochs < 1:
         raise FinetuneError(f"--epochs {config.epochs}: must be at least 1")
+    validate.check_context(config.n_ctx)
+    if config.stride is not None and not 0 < config.stride <= config.n_ctx:
+        raise FinetuneError(f"--stride {config.stride}: must be between 1 and --ctx ({config.n_ctx}); --stride ctx "
+                            "trains each token once per epoch, the default ctx/2 twice")
+    working_copy.check_requantize(config.requantize)
     program = find_program(config.llama_finetune) if config.trainer == "llama-finetune" else None
     if config.trainer == "llama-finetune" and program is None:
         raise FinetuneError(f"--trainer llama-finetune: no program found; pass --llama-finetune PATH, set "
                             f"${ENV_VAR}, or put llama-finetune on PATH (docs/finetune.md)")
+    if program is not None and config.eval_data is not None:
+        raise FinetuneError("--eval-data works with the in-process trainer only")
+    return program
+
+
+def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -> FinetuneReport:
+    """Fine-tune `config.base` on `config.data` and write `config.out`; raises FinetuneError on bad input.
+    Ctrl-C (KeyboardInterrupt) ends it within one chunk of steps with nothing written or installed."""
+    started = time.perf_counter()
+    program = _check_config(config)
     threads = runtime.pick_threads(config.threads)
     base, out = Path(config.base), Path(config.out)
     notes: list[str] = []
 
     info = validate.inspect_model(base)
-    validate.check_architecture(info)
-    validate.check_context(config.n_ctx)
-    validate.check_memory(info, config.n_ctx)
+    plan = plan_training(info, config)
+    log.info("training %s: %d tensors, %.1fM parameters (%s); memory about %s", plan.selection.spec,
+             len(plan.selection.trained), plan.selection.n_params / 1e6, plan.choice, plan.need.describe())
+    if not any(name.startswith("output.") for name in info.names()):
+        notes.append("the base ties its output head to token_embd, which llama.cpp never trains")
     data = render.read_chat_records(config.data)
+    heldout_data = render.read_chat_records(config.eval_data) if config.eval_data else None
     template = render.resolve_template(base, info.chat_template, config.template)
-    work = _working_copy(info, notes)
+    work = working_copy.working_copy(base, plan.work)
+    if plan.work.converted:
+        notes.append(f"frozen tensors converted in the working copy {work}: {plan.work.converted}")
 
+    stride = config.stride or config.n_ctx // 2
     with runtime.load_model(work, vocab_only=True) as vocab_model:
         bos, _eos, add_bos, bos_text, eos_text = runtime.special_tokens(vocab_model)
         renderer = render.Renderer(template, bos_text, eos_text)
         split = render.split_and_tokenize(
             data.conversations, renderer, lambda text: runtime.tokenize(vocab_model, text),
-            bos=bos, add_bos=add_bos, eval_fraction=config.eval_fraction, seed=config.seed)
+            bos=bos, add_bos=add_bos, eval_fraction=config.eval_fraction, seed=config.seed,
+            heldout=heldout_data.conversations if heldout_data else None)
         if program is not None:
             # the program reads plain text: the same rendered training records, in the same order
             train_text = "".join(split.train_texts)
             n_text_tokens = len(runtime.tokenize(vocab_model, train_text, parse_special=False, add_bos=True))
     validate.check_tokens(config.data, len(split.train), len(split.heldout), config.n_ctx)
-    train_windows = render.windows(split.train, config.n_ctx, config.n_ctx // 2)
     heldout_windows = render.windows(split.heldout, config.n_ctx, config.n_ctx)
-    log.info("%d records (%d held out, %d skipped): %d training windows, %d held-out windows of %d tokens",
-             len(data.conversations), split.n_heldout_records, data.skipped + split.skipped_render,
-             len(train_windows), len(heldout_windows), config.n_ctx)
 
-    before = evaluate.heldout_loss(work, heldout_windows, threads)
+    def train_windows(epoch: int) -> np.ndarray:
+        return render.epoch_windows(split.train_records, config.n_ctx, stride, seed=config.seed, epoch=epoch)
+
+    log.info("%d records (%d held out, %d skipped): %d training windows (stride %d), %d held-out windows of %d "
+             "tokens", split.n_train_records + split.n_heldout_records, split.n_heldout_records,
+             data.skipped + split.skipped_render, len(train_windows(0)), stride, len(heldout_windows), config.n_ctx)
+
+    before = evaluate.heldout_loss(work, heldout_windows, threads, gpu_layers=config.gpu_layers)
     log.info("held-out loss before: %.4f nats/token", before.loss)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -160,12 +233,15 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
                                    epochs=config.epochs, lr=config.lr, threads=threads, progress=progress)
         else:
             result = train_inprocess(work, trained, train_windows, heldout_windows, epochs=config.epochs,
-                                     lr=config.lr, threads=threads, progress=progress)
-        restored = restore_metadata(trained, work, final, extra=_template_override(info, template))
+                                     lr=config.lr, threads=threads, trained=frozenset(plan.selection.trained),
+                                     gpu_layers=config.gpu_layers, progress=progress)
+        restore = restored_keys(trained, work, extra=_template_override(info, template))
+        requantized = working_copy.assemble(trained, base, plan.work, final, requantize=config.requantize,
+                                            set_from=restore)
         trained.unlink()
         _check_restored(final, info, template)
         validate_model_file(final)
-        after = evaluate.heldout_loss(final, heldout_windows, threads)
+        after = evaluate.heldout_loss(final, heldout_windows, threads, gpu_layers=config.gpu_layers)
         log.info("held-out loss after: %.4f nats/token", after.loss)
         if not after.loss < before.loss:  # also catches NaN
             raise FinetuneError(
@@ -188,7 +264,15 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     report = FinetuneReport(
         base=str(base), working_copy=str(work), out=str(out),
         installed=str(installed) if installed else None, previous=str(previous) if previous else None,
-        trainer=config.trainer, n_ctx=config.n_ctx, threads=threads, lr=config.lr, epochs=config.epochs,
+        trainer=config.trainer, n_ctx=config.n_ctx, stride=stride, threads=threads, gpu_layers=config.gpu_layers,
+        lr=config.lr, epochs=config.epochs,
+        train_spec=plan.selection.spec, train_choice=plan.choice, trained_tensors=list(plan.selection.trained),
+        trained_params=plan.selection.n_params, converted=plan.work.converted,
+        frozen_bytes=plan.work.frozen_bytes(),
+        memory_estimate={"total": plan.need.total, "weights": plan.need.weights,
+                         "optimizer": plan.need.optimizer, "activations": plan.need.activations,
+                         "gpu": plan.need.gpu, "available": config.memory_available or memory.available_memory()},
+        requantized=requantized,
         records={"train": split.n_train_records, "heldout": split.n_heldout_records,
                  "skipped": data.skipped + split.skipped_render},
         tokens={"train": len(split.train), "heldout": len(split.heldout)},
@@ -197,11 +281,17 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         seconds_total=round(time.perf_counter() - started, 3),
         heldout_loss_before=before.loss, heldout_loss_after=after.loss,
         heldout_accuracy_before=before.accuracy, heldout_accuracy_after=after.accuracy,
-        per_epoch=result.epochs, restored_metadata=restored,
+        per_epoch=result.epochs, step_losses=[round(x, 5) for x in result.step_losses],
+        eval_points=[(0, before.loss), *result.eval_points],
+        restored_metadata=sorted(restore),
         smoke_prompt=next((m["content"] for m in reversed(smoke_messages) if m["role"] == "user"), ""),
         smoke_reply=reply,
         report=str(report_path), notes=notes,
     )
+    if config.plot:
+        from jenova_fast.finetune.plot import plot_losses
+
+        report.plot = str(plot_losses(report, config.plot))
     _write_atomic(report_path, report.to_json() + "\n")
     return report
 

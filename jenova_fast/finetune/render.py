@@ -131,6 +131,7 @@ class TokenSplit:
 
     train: np.ndarray
     heldout: np.ndarray
+    train_records: list[np.ndarray]  # the training stream cut back into records, for per-epoch reshuffling
     train_texts: list[str]  # the rendered training records, for a trainer that reads text (route B)
     heldout_conversations: list[Messages]
     n_train_records: int
@@ -147,21 +148,27 @@ def split_and_tokenize(
     add_bos: bool,
     eval_fraction: float,
     seed: int = 0,
+    heldout: list[Messages] | None = None,
 ) -> TokenSplit:
-    """Shuffle records (seeded), hold out `eval_fraction` of them, render and tokenize each side into one
-    stream; every record starts with BOS (when the model wants one) so windows see real record starts."""
-    if not 0.0 < eval_fraction < 1.0:
-        raise FinetuneError(f"--eval-fraction {eval_fraction}: must be between 0 and 1 (e.g. 0.05)")
-    order = list(range(len(conversations)))
-    random.Random(seed).shuffle(order)
-    n_heldout = max(1, round(eval_fraction * len(order)))
-    if n_heldout >= len(order):
-        raise FinetuneError(f"only {len(order)} records: too few to hold out {eval_fraction:.0%} and still train")
+    """Shuffle records (seeded), hold out `eval_fraction` of them (or use `heldout`, records of their own,
+    and train on all of `conversations`), render and tokenize each side into one stream; every record starts
+    with BOS (when the model wants one) so windows see real record starts."""
+    if heldout is not None:
+        conversations = [*heldout, *conversations]
+        n_heldout = len(heldout)
+        order = list(range(len(conversations)))
+    else:
+        if not 0.0 < eval_fraction < 1.0:
+            raise FinetuneError(f"--eval-fraction {eval_fraction}: must be between 0 and 1 (e.g. 0.05)")
+        order = list(range(len(conversations)))
+        random.Random(seed).shuffle(order)
+        n_heldout = max(1, round(eval_fraction * len(order)))
+        if n_heldout >= len(order):
+            raise FinetuneError(f"only {len(order)} records: too few to hold out {eval_fraction:.0%} and still train")
     skipped = 0
 
-    def stream(indices: list[int], texts: list[str]) -> np.ndarray:
+    def stream(indices: list[int], texts: list[str], parts: list[np.ndarray]) -> np.ndarray:
         nonlocal skipped
-        parts = []
         for i in indices:
             try:
                 text = renderer.conversation(conversations[i])
@@ -178,15 +185,26 @@ def split_and_tokenize(
 
     heldout_idx, train_idx = order[:n_heldout], order[n_heldout:]
     train_texts: list[str] = []
+    train_records: list[np.ndarray] = []
     return TokenSplit(
-        train=stream(train_idx, train_texts),
-        heldout=stream(heldout_idx, []),
+        train=stream(train_idx, train_texts, train_records),
+        heldout=stream(heldout_idx, [], []),
+        train_records=train_records,
         train_texts=train_texts,
         heldout_conversations=[conversations[i] for i in heldout_idx],
         n_train_records=len(train_idx),
         n_heldout_records=len(heldout_idx),
         skipped_render=skipped,
     )
+
+
+def epoch_windows(records: list[np.ndarray], n_ctx: int, stride: int, *, seed: int, epoch: int) -> np.ndarray:
+    """An epoch's training windows: the records in a new order (seeded by seed and epoch), cut into windows,
+    the windows shuffled. Every epoch sees other record boundaries and another order."""
+    rng = np.random.default_rng([seed, epoch])
+    stream = np.concatenate([records[i] for i in rng.permutation(len(records))]) if records else np.zeros(0, np.int32)
+    rows = windows(stream, n_ctx, stride)
+    return rows[rng.permutation(len(rows))]
 
 
 def windows(stream: np.ndarray, n_ctx: int, stride: int) -> np.ndarray:

@@ -78,6 +78,15 @@ def library_dir() -> Path:
     return Path(lc.__file__).parent / "lib"
 
 
+def check_gpu_offload() -> None:
+    """--gpu-layers needs a llama-cpp-python built with a GPU backend; say how to get one."""
+    if not llama_cpp_module().llama_supports_gpu_offload():
+        raise FinetuneError(
+            "--gpu-layers: this llama-cpp-python has no GPU backend; rebuild it with one, e.g. "
+            "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall --no-cache-dir 'llama-cpp-python>=0.3.36' "
+            "(-DGGML_METAL=on on a Mac, -DGGML_VULKAN=on for Vulkan), or leave --gpu-layers at 0")
+
+
 def free_cores() -> int:
     """Cores this process may run on; more threads than that makes ggml's spinning threads 30-60x slower."""
     try:
@@ -98,14 +107,19 @@ def pick_threads(requested: int | None) -> int:
 
 
 @contextlib.contextmanager
-def load_model(path: str | os.PathLike[str], *, writable: bool = False, vocab_only: bool = False) -> Iterator[Any]:
-    """A `llama_model *`, freed on exit. `writable` loads without mmap, as training requires."""
+def load_model(path: str | os.PathLike[str], *, writable: bool = False, vocab_only: bool = False,
+               gpu_layers: int = 0) -> Iterator[Any]:
+    """A `llama_model *`, freed on exit. `writable` loads for training: without mmap, and without the CPU
+    backend's weight repacking (a repacked frozen Q4_0/Q4_K matrix has no backend for the backward pass's
+    OUT_PROD, and ggml aborts). `gpu_layers` as llama.cpp's n_gpu_layers (-1: all)."""
     lc = llama_cpp_module()
     lc.llama_backend_init()
     params = lc.llama_model_default_params()
     params.vocab_only = vocab_only
+    params.n_gpu_layers = gpu_layers
     if writable:
         params.load_mode = LLAMA_LOAD_MODE_NONE
+        params.use_extra_bufts = False
     model = lc.llama_model_load_from_file(os.fsencode(path), params)
     if not model:
         raise FinetuneError(f"{path}: llama.cpp could not load this model; check it with `python -m gguf.scripts"

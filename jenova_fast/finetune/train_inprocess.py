@@ -107,6 +107,7 @@ class _Lib:
         return loss.value, acc.value
 
 
+
 @dataclass(frozen=True)
 class Progress:
     """One step of training or held-out evaluation, for progress bars and logs."""
@@ -123,6 +124,11 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+# epoch (0-based) -> training windows (n, n_ctx + 1) of that epoch, so each epoch can be reshuffled
+WindowsForEpoch = Callable[[int], np.ndarray]
+
+CHUNK_SECONDS = 10.0  # how long one call into llama.cpp may run: Ctrl-C is honoured after it returns
+MAX_CHUNK = 256
 
 
 @dataclass
@@ -130,6 +136,9 @@ class TrainResult:
     steps: int = 0
     seconds: float = 0.0
     epochs: list[dict[str, float]] = field(default_factory=list)  # per epoch: train/eval loss & accuracy
+    step_losses: list[float] = field(default_factory=list)  # every training step, in order
+    eval_points: list[tuple[int, float]] = field(default_factory=list)  # (steps so far, held-out loss)
+    chunk_steps: int = 0  # the largest number of steps one uninterruptible call ran
 
 
 def _fill_dataset(lib: _Lib, dataset: int, rows: np.ndarray) -> None:
@@ -145,90 +154,166 @@ def _fill_dataset(lib: _Lib, dataset: int, rows: np.ndarray) -> None:
         view[...] = part
 
 
+class _Datasets:
+    """ggml datasets by window count, reused: training runs in chunks of a few windows each."""
+
+    def __init__(self, lib: _Lib, n_ctx: int) -> None:
+        self.lib, self.n_ctx, self.by_size = lib, n_ctx, {}
+
+    def filled(self, rows: np.ndarray) -> int:
+        n = len(rows)
+        if n not in self.by_size:
+            self.by_size[n] = self.lib.ggml_opt_dataset_init(GGML_TYPE_I32, GGML_TYPE_I32, self.n_ctx, self.n_ctx,
+                                                             n, 1)
+        _fill_dataset(self.lib, self.by_size[n], rows)
+        return self.by_size[n]
+
+    def free(self) -> None:
+        for dataset in self.by_size.values():
+            self.lib.ggml_opt_dataset_free(dataset)
+
+
+class _ParamFilter:
+    """`llama_opt_params.param_filter` over a set of tensor names; must outlive training."""
+
+    def __init__(self, lib: _Lib, names: frozenset[str] | None) -> None:
+        get_name = lib.ggml.ggml_get_name
+        get_name.argtypes, get_name.restype = [ctypes.c_void_p], ctypes.c_char_p
+        self.seen: set[str] = set()
+
+        def accept(tensor: int, _userdata: Any) -> bool:
+            name = get_name(tensor).decode("utf-8", "replace")
+            keep = names is None or name in names
+            if keep:
+                self.seen.add(name)
+            return keep
+
+        self.callback = ParamFilter(accept)
+        self.pointer = ctypes.cast(self.callback, ctypes.c_void_p).value
+
+
+ParamFilter = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p)
+
+
 def train_inprocess(
     base: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    train_windows: np.ndarray,
+    train_windows: WindowsForEpoch,
     heldout_windows: np.ndarray,
     *,
     epochs: int,
     lr: float,
     threads: int,
+    trained: frozenset[str] | None = None,
+    gpu_layers: int = 0,
     optimizer: str = "adamw",
     weight_decay: float = 0.0,
     progress: ProgressCallback | None = None,
 ) -> TrainResult:
-    """Train an F32 `base` on windows of n_ctx + 1 tokens and save it to `out` (as llama.cpp writes it:
-    without chat template, with context_length = n_ctx; `metadata.restore_metadata` fixes both)."""
+    """Train the F32 tensors of `base` named in `trained` (None: all of them) and save to `out` (as llama.cpp
+    writes it: without chat template, with context_length = n_ctx; the caller restores both).
+
+    Each epoch's windows are fed in chunks of at most ~CHUNK_SECONDS of steps; the optimizer state lives in
+    the context, so chunks continue one AdamW run. KeyboardInterrupt is raised after the chunk it arrived in
+    (a signal cannot stop llama.cpp mid-call), before anything is saved."""
     lib = _Lib()
-    n_ctx = train_windows.shape[1] - 1
-    n_train, n_eval = len(train_windows), len(heldout_windows)
+    n_ctx = heldout_windows.shape[1] - 1
     result = TrainResult()
     started = time.perf_counter()
     step_seconds: list[float] = []
+    param_filter = _ParamFilter(lib, trained)
 
-    with load_model(base, writable=True) as model, new_context(model, n_ctx, threads, training=True) as ctx:
+    with load_model(base, writable=True, gpu_layers=gpu_layers) as model, \
+            new_context(model, n_ctx, threads, training=True) as ctx:
         opt_params = lib.ggml_opt_get_default_optimizer_params(None)
         opt_params.adamw.alpha = opt_params.sgd.alpha = lr
         opt_params.adamw.wd = opt_params.sgd.wd = weight_decay
         lopt = LlamaOptParams(
             n_ctx_train=n_ctx,
-            param_filter=lib.param_filter_all,
+            param_filter=param_filter.pointer,
             param_filter_ud=None,
             get_opt_pars=lib.constant_params,
             get_opt_pars_ud=ctypes.addressof(opt_params),
             optimizer_type=OPTIMIZERS[optimizer],
         )
         lib.llama_opt_init(ctx, model, lopt)
+        if trained is not None and trained - param_filter.seen:
+            missing = sorted(trained - param_filter.seen)
+            raise FinetuneError(f"{base}: llama.cpp did not offer {missing[0]} (and {len(missing) - 1} more) "
+                                "for training; it trains only F32 tensors it knows")
+        log.debug("training %d tensors", len(param_filter.seen))
 
-        dataset = lib.ggml_opt_dataset_init(GGML_TYPE_I32, GGML_TYPE_I32, n_ctx, n_ctx, n_train + n_eval, 1)
+        datasets = _Datasets(lib, n_ctx)
         result_train, result_eval = lib.ggml_opt_result_init(), lib.ggml_opt_result_init()
-        try:
-            _fill_dataset(lib, dataset, np.concatenate([train_windows, heldout_windows]))
-            state = {"epoch": 0, "last": started}
-            errors: list[BaseException] = []
+        state: dict[str, Any] = {"last": started, "epoch": 0, "steps": 0, "n": 0, "loss": 0.0, "acc": 0.0}
+        errors: list[BaseException] = []
+        n_eval = len(heldout_windows)
 
-            def on_batch(train: bool, _opt: Any, _ds: Any, res: Any, ibatch: int, ibatch_max: int, _t: Any) -> None:
-                try:  # an exception must not cross the C frames; it is re-raised after the epoch
-                    now = time.perf_counter()
-                    if train:
-                        step_seconds.append(now - state["last"])
-                        result.steps += 1
-                    state["last"] = now
-                    if progress is None:
-                        return
-                    loss, acc = lib.result_stats(res)
-                    per_step = float(np.median(step_seconds[-64:])) if step_seconds else 0.0
+        def eta(steps_left: int, eval_left: int) -> float:
+            per_step = float(np.median(step_seconds[-64:])) if step_seconds else 0.0
+            return per_step * (steps_left + eval_left / 3)  # a forward pass is ~1/3 of a step
+
+        def on_batch(train: bool, _opt: Any, _ds: Any, res: Any, _ib: int, _ibmax: int, _t: Any) -> None:
+            try:  # an exception must not cross the C frames; it is re-raised after the chunk
+                now = time.perf_counter()
+                loss, acc = lib.result_stats(res)
+                lib.ggml_opt_result_reset(res)  # so each call sees one step's loss
+                state["n"] += 1
+                state["loss"] += loss
+                state["acc"] += acc
+                if train:
+                    step_seconds.append(now - state["last"])
+                    result.steps += 1
+                    result.step_losses.append(loss)
+                state["last"] = now
+                if progress is not None:
                     epochs_left = epochs - state["epoch"] - 1
-                    left = (ibatch_max - ibatch if train else 0) + epochs_left * n_train
-                    left_eval = (n_eval - (0 if train else ibatch)) + epochs_left * n_eval
-                    progress(Progress("train" if train else "eval", state["epoch"] + 1, epochs, int(ibatch),
-                                      int(ibatch_max), loss, acc, now - started,
-                                      per_step * (left + left_eval / 3)))  # a forward pass is ~1/3 of a step
-                except BaseException as exc:
-                    errors.append(exc)
+                    left = (state["steps"] - state["n"] if train else 0) + epochs_left * state["steps"]
+                    left_eval = (n_eval - (0 if train else state["n"])) + epochs_left * n_eval
+                    progress(Progress("train" if train else "eval", state["epoch"] + 1, epochs, state["n"],
+                                      state["steps"] if train else n_eval, state["loss"] / state["n"],
+                                      state["acc"] / state["n"], now - started, eta(left, left_eval)))
+            except BaseException as exc:
+                errors.append(exc)
 
-            callback = EpochCallback(on_batch)
+        callback = EpochCallback(on_batch)
+        null_callback = ctypes.cast(None, EpochCallback)
+
+        def run(rows: np.ndarray, train: bool) -> None:
+            dataset = datasets.filled(rows)
+            split = len(rows) if train else 0
+            lib.llama_opt_epoch(ctx, dataset, result_train, result_eval, split,
+                                callback if train else null_callback, null_callback if train else callback)
+            if errors:
+                raise errors[0]
+
+        try:
             for epoch in range(epochs):
-                state["epoch"] = epoch
-                state["last"] = time.perf_counter()
-                lib.llama_opt_epoch(ctx, dataset, result_train, result_eval, n_train, callback, callback)
-                if errors:
-                    raise errors[0]
-                train_loss, train_acc = lib.result_stats(result_train)
-                eval_loss, eval_acc = lib.result_stats(result_eval)
+                windows = train_windows(epoch)
+                state.update(epoch=epoch, steps=len(windows), n=0, loss=0.0, acc=0.0, last=time.perf_counter())
+                chunk, done = 4, 0  # a first short chunk measures the step time
+                while done < len(windows):
+                    run(windows[done:done + chunk], train=True)
+                    done += chunk
+                    result.chunk_steps = max(result.chunk_steps, min(chunk, len(windows)))
+                    per_step = float(np.median(step_seconds[-16:]))
+                    chunk = int(min(MAX_CHUNK, max(1, CHUNK_SECONDS // max(per_step, 1e-3))))
+                train_loss, train_acc = state["loss"] / max(state["n"], 1), state["acc"] / max(state["n"], 1)
                 if not math.isfinite(train_loss):
                     raise FinetuneError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); lower --lr")
+                state.update(n=0, loss=0.0, acc=0.0)
+                for start in range(0, n_eval, MAX_CHUNK):
+                    run(heldout_windows[start:start + MAX_CHUNK], train=False)
+                eval_loss, eval_acc = state["loss"] / max(state["n"], 1), state["acc"] / max(state["n"], 1)
                 result.epochs.append({"train_loss": train_loss, "train_accuracy": train_acc,
                                       "eval_loss": eval_loss, "eval_accuracy": eval_acc})
+                result.eval_points.append((result.steps, eval_loss))
                 log.info("epoch %d/%d: train loss %.4f acc %.1f%%, held-out loss %.4f acc %.1f%%", epoch + 1,
                          epochs, train_loss, 100 * train_acc, eval_loss, 100 * eval_acc)
-                lib.ggml_opt_result_reset(result_train)
-                lib.ggml_opt_result_reset(result_eval)
         finally:
             lib.ggml_opt_result_free(result_train)
             lib.ggml_opt_result_free(result_eval)
-            lib.ggml_opt_dataset_free(dataset)
+            datasets.free()
         result.seconds = time.perf_counter() - started
         lib.llama_model_save_to_file(model, os.fsencode(Path(out)))
     return result

@@ -1,4 +1,4 @@
-"""The tiny model, GGUF rewriting, metadata restoration and dequantization, on real files."""
+"""The tiny model, GGUF rewriting, metadata restoration and working copies, on real files."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from jenova_fast.finetune.dequantize import dequantize_to_f32, needs_dequantize, tensor_types  # noqa: E402
 from jenova_fast.finetune.metadata import open_reader, read_kv, restore_metadata, rewrite_gguf  # noqa: E402
 from jenova_fast.finetune.tiny_model import TINY_CHAT_TEMPLATE, main, write_tiny_model  # noqa: E402
+from jenova_fast.finetune.validate import tensor_types  # noqa: E402
+from jenova_fast.finetune.working_copy import plan, write_working_copy  # noqa: E402
+
+
+def dequantize_to_f32(src, dst):
+    """A working copy in which every tensor is trained: all F32."""
+    reader = open_reader(src)
+    return write_working_copy(src, plan(reader, {t.name for t in reader.tensors}), dst)
 
 
 def _tensors(path):
@@ -23,7 +30,7 @@ def test_tiny_model_is_a_complete_llama(tiny_base):
     assert kv["tokenizer.chat_template"] == TINY_CHAT_TEMPLATE
     tensors = _tensors(tiny_base)
     assert tensors["output.weight"].shape == (260, 64) and len(tensors) == 21
-    assert not needs_dequantize(tiny_base)
+    assert tensor_types(open_reader(tiny_base)).other_types == {}
 
 
 def test_tiny_model_cli_is_seeded(tmp_path, capsys):
@@ -55,12 +62,10 @@ def test_restore_puts_back_template_and_context_length(tmp_path, tiny_base):
 
 
 def test_q8_0_dequantizes_to_f32_within_quantization_error(tmp_path, tiny_base, q8_base):
-    assert needs_dequantize(q8_base)
     assert tensor_types(open_reader(q8_base)).other_types == {"Q8_0": 16}
     out = dequantize_to_f32(q8_base, tmp_path / "f32.gguf")
     types = tensor_types(open_reader(out))
     assert types.other_types == {} and types.n_f32 == 21
-    assert read_kv(open_reader(out))["general.file_type"] == 0
     original, restored = _tensors(tiny_base), _tensors(out)
     for name, weights in original.items():
         assert restored[name].shape == weights.shape
@@ -88,6 +93,6 @@ def test_unsupported_tensor_type_names_the_fix(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(FinetuneError, match=r"cannot dequantize I32.*--outtype f32"):
+    with pytest.raises(FinetuneError, match=r"I32 would have to be dequantized.*--outtype f32"):
         dequantize_to_f32(tmp_path / "i32.gguf", tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()

@@ -13,10 +13,8 @@ pytest.importorskip("llama_cpp")
 
 from jenova_fast.finetune import FinetuneConfig, finetune
 from jenova_fast.finetune.metadata import open_reader, read_kv
-from jenova_fast.finetune.pipeline import _working_copy, f32_copy_path
 from jenova_fast.finetune.runtime import free_cores, pick_threads
 from jenova_fast.finetune.tiny_model import TINY_CHAT_TEMPLATE
-from jenova_fast.finetune.validate import inspect_model
 from tests.finetune.conftest import N_RECORDS, TRAIN_SETTINGS
 
 
@@ -86,21 +84,22 @@ def test_output_in_models_dir_is_the_installed_model(trained):
 
 
 @pytest.mark.parametrize("base_fixture", ["q8_base", "q4k_base"])
-def test_quantized_base_trains_after_dequantizing(request, base_fixture, small_chat_jsonl, tmp_path):
+def test_quantized_base_trains_all_in_an_f32_working_copy(request, base_fixture, small_chat_jsonl, tmp_path):
     base = request.getfixturevalue(base_fixture)
-    file_type = read_kv(open_reader(base))["general.file_type"]
     out = tmp_path / "models" / "jenova.gguf"
     report = finetune(FinetuneConfig(base=base, data=small_chat_jsonl, out=out, report=tmp_path / "r.json",
-                                     **{**TRAIN_SETTINGS, "epochs": 1}))
+                                     train="all", **{**TRAIN_SETTINGS, "epochs": 1}))
     work = Path(report.working_copy)
-    assert work == f32_copy_path(base) and work.is_file()
-    assert read_kv(open_reader(work))["general.file_type"] == 0 != file_type  # ALL_F32
-    assert any("F32 copy" in note for note in report.notes)
+    assert work.name.startswith(f"{base.stem}.work-") and work.is_file()
+    types = {t.name: t.tensor_type.name for t in open_reader(work).tensors}
+    assert {types.pop("token_embd.weight")} != {"F32"} == set(types.values())  # llama.cpp never trains token_embd
     assert report.heldout_loss_after < report.heldout_loss_before - 1.0, report
     assert read_kv(open_reader(out))["tokenizer.chat_template"] == TINY_CHAT_TEMPLATE
-    # the F32 copy is reused, not redone, while it is newer than the base
+    # the working copy is reused, not redone, while it is newer than the base
     mtime = os.stat(work).st_mtime_ns
-    assert _working_copy(inspect_model(base), []) == work and os.stat(work).st_mtime_ns == mtime
+    again = finetune(FinetuneConfig(base=base, data=small_chat_jsonl, out=out, report=tmp_path / "r.json",
+                                    train="all", **{**TRAIN_SETTINGS, "epochs": 1}))
+    assert again.working_copy == str(work) and os.stat(work).st_mtime_ns == mtime
 
 
 def test_threads_default_to_free_cores_and_never_oversubscribe(caplog):

@@ -1,0 +1,263 @@
+"""The file llama.cpp trains, and the way back to a model of the base's size.
+
+llama.cpp trains F32 tensors only, so the tensors to be trained are dequantized to F32 in a working copy.
+Frozen tensors keep their bytes where the training backend can differentiate through them (gradients flow
+through a frozen matrix into the trained tensors before it); `FROZEN_ON_CPU` / `FROZEN_ON_GPU` say what
+happens to each type, measured in docs/finetune.md. After training, the result takes every frozen tensor
+byte for byte from the base, and the trained ones as F32 or, with `--requantize`, quantized by ggml's own
+quantizer (any type llama.cpp writes, K-quants included).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jenova_fast.finetune.errors import FinetuneError
+from jenova_fast.finetune.metadata import open_reader, rewrite_gguf
+
+log = logging.getLogger(__name__)
+
+# What a frozen tensor of each type becomes in the working copy; types not named are kept as they are.
+# CPU: llama.cpp's CPU backend differentiates through every type it can dequantize (OUT_PROD), as long as
+# the weights are not repacked (`use_extra_bufts`, which training turns off; repacked Q4_0/Q4_K abort with
+# GGML_ASSERT(*cur_backend_id != -1)). Kept types cost their own bytes; Q8_0 is listed where converting
+# measured faster per step than keeping (docs/finetune.md, "Frozen types").
+FROZEN_ON_CPU: dict[str, str] = {}
+# GPU (CUDA): a frozen quantized matrix made a step ~19x slower than F32 (llama-finetune, H200), so every
+# frozen matrix is F32 there; this trades memory for speed.
+FROZEN_ON_GPU_DEFAULT = "F32"
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    name: str
+    n_elements: int
+    base_type: str
+    work_type: str
+    trained: bool
+
+    @property
+    def converted(self) -> bool:
+        return not self.trained and self.work_type != self.base_type
+
+
+@dataclass
+class WorkPlan:
+    """Per tensor of the base: its type in the working copy. `unchanged` means the base itself is trained."""
+
+    tensors: list[TensorPlan]
+    gpu: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def unchanged(self) -> bool:
+        return all(t.work_type == t.base_type for t in self.tensors)
+
+    @property
+    def trained(self) -> list[TensorPlan]:
+        return [t for t in self.tensors if t.trained]
+
+    @property
+    def converted(self) -> dict[str, int]:
+        """'Q4_K->Q8_0' -> tensor count."""
+        out: dict[str, int] = {}
+        for t in self.tensors:
+            if t.converted:
+                key = f"{t.base_type}->{t.work_type}"
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    def work_bytes(self) -> int:
+        return sum(tensor_nbytes(t.work_type, t.n_elements) for t in self.tensors)
+
+    def frozen_bytes(self) -> int:
+        return sum(tensor_nbytes(t.work_type, t.n_elements) for t in self.tensors if not t.trained)
+
+    def digest(self) -> str:
+        text = ";".join(f"{t.name}:{t.work_type}" for t in self.tensors)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def tensor_nbytes(type_name: str, n_elements: int) -> int:
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]]
+    return n_elements // block * size
+
+
+def plan(reader: Any, trained: set[str], *, gpu: bool = False) -> WorkPlan:
+    tensors = []
+    for tensor in reader.tensors:
+        base_type = tensor.tensor_type.name
+        if tensor.name in trained:
+            work_type = "F32"
+        elif gpu and tensor.tensor_type.value not in (0, 1) and len(tensor.shape) > 1:  # quantized matrices
+            work_type = FROZEN_ON_GPU_DEFAULT
+        else:
+            work_type = FROZEN_ON_CPU.get(base_type, base_type)
+        tensors.append(TensorPlan(tensor.name, int(tensor.n_elements), base_type, work_type, tensor.name in trained))
+    return WorkPlan(tensors, gpu=gpu)
+
+
+def _convert(data: np.ndarray, src: Any, dst_name: str) -> tuple[tuple[int, ...], Any, Callable[[], np.ndarray], Any]:
+    """(shape, dtype, producer, ggml type) for gguf's writer: `data` as stored, converted to `dst_name`."""
+    import gguf
+
+    dst = gguf.GGMLQuantizationType[dst_name]
+    shape = data.shape if data.dtype != np.uint8 else gguf.quant_shape_from_byte_shape(data.shape, src)
+    if dst == src:
+        return data.shape, data.dtype, lambda: data, (None if src.value in (0, 1) else src)
+
+    def f32() -> np.ndarray:
+        return gguf.dequantize(data, src).astype(np.float32, copy=False).reshape(shape)
+
+    if dst == gguf.GGMLQuantizationType.F32:
+        return tuple(shape), np.float32, f32, None
+    if dst == gguf.GGMLQuantizationType.F16:
+        return tuple(shape), np.float16, lambda: f32().astype(np.float16), None
+    packed_shape = gguf.quant_shape_to_byte_shape(tuple(shape), dst)
+    return tuple(packed_shape), np.uint8, lambda: quantize(f32(), dst_name), dst
+
+
+def _check_dequantizable(reader: Any, work: WorkPlan, src: Path) -> None:
+    import gguf
+
+    bad = sorted({t.base_type for t in work.tensors if t.work_type != t.base_type
+                  and not _can_dequantize(gguf.GGMLQuantizationType[t.base_type])})
+    if bad:
+        raise FinetuneError(
+            f"{src}: tensors of type {', '.join(bad)} would have to be dequantized, which the gguf package "
+            "cannot do; choose --train so that they stay frozen, or convert the original weights with "
+            "convert_hf_to_gguf.py --outtype f32")
+
+
+def write_working_copy(src: str | os.PathLike[str], work: WorkPlan, dst: str | os.PathLike[str]) -> Path:
+    """Write `dst`: `src` with each tensor in its planned type (streamed: one tensor in memory at a time)."""
+    reader = open_reader(src)
+    _check_dequantizable(reader, work, Path(src))
+    types = {t.name: t.work_type for t in work.tensors}
+    log.info("%s: working copy %s (%.1f MiB): %d tensors to F32 for training, conversions %s", src, dst,
+             work.work_bytes() / 2**20, len(work.trained), work.converted or "none")
+    del reader
+    return rewrite_gguf(src, dst, tensor_rewrite=lambda name, t, data: _convert(data, t, types[name]))
+
+
+def working_copy(base: Path, work: WorkPlan) -> Path:
+    """The base itself when nothing changes, else a working copy beside it, named by the plan and reused
+    while newer than the base; other plans' copies of the same base are removed (one per base)."""
+    if work.unchanged:
+        return base
+    copy = base.with_name(f"{base.stem}.work-{work.digest()}.gguf")
+    if copy.is_file() and copy.stat().st_mtime >= base.stat().st_mtime:
+        log.info("reusing the working copy %s", copy)
+        return copy
+    for stale in base.parent.glob(f"{base.stem}.work-*.gguf"):
+        log.info("removing the working copy of another --train choice: %s", stale)
+        stale.unlink(missing_ok=True)
+    return write_working_copy(base, work, copy)
+
+
+def _can_dequantize(qtype: Any) -> bool:
+    import gguf
+
+    if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16):
+        return True
+    quant = gguf.quants._type_traits.get(qtype)  # the registry of types gguf implements in numpy
+    return quant is not None and "dequantize_blocks" in vars(quant)
+
+
+# ---- the way back: quantize trained tensors with ggml's own quantizer ----
+
+def _ggml() -> Any:
+    from jenova_fast.finetune.runtime import library_dir
+
+    lib = ctypes.CDLL(str(library_dir() / "libggml-base.so"))
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
+    lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
+    return lib
+
+
+def quantize(f32: np.ndarray, type_name: str) -> np.ndarray:
+    """Rows of `f32` quantized to `type_name` by libggml (bytes as gguf stores them)."""
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[type_name]
+    rows = np.ascontiguousarray(f32, dtype=np.float32).reshape(-1, f32.shape[-1])
+    out = np.empty(gguf.quant_shape_to_byte_shape(rows.shape, qtype), dtype=np.uint8)
+    _ggml().ggml_quantize_chunk(int(qtype), rows.ctypes.data, out.ctypes.data, 0, rows.shape[0], rows.shape[1],
+                                None)
+    return out.reshape(gguf.quant_shape_to_byte_shape(f32.shape, qtype))
+
+
+def requantize_type(requested: str, base_type: str, row: int, ndim: int) -> str:
+    """The type a trained tensor is written in: `base` means its type in the base. Vectors stay F32; a row
+    the type's blocks do not divide falls back to Q8_0 (then F16), as llama-quantize does."""
+    import gguf
+
+    if ndim < 2 or requested == "F32":
+        return "F32"
+    name = base_type if requested == "base" else requested
+    for candidate in (name, "Q8_0", "F16"):
+        block, _ = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[candidate]]
+        if row % block == 0:
+            return candidate
+    return "F32"
+
+
+def check_requantize(requested: str | None) -> None:
+    import gguf
+
+    if requested in (None, "base"):
+        return
+    assert requested is not None
+    try:
+        qtype = gguf.GGMLQuantizationType[requested.upper()]
+    except KeyError:
+        qtype = None
+    if qtype is None or _ggml().ggml_quantize_requires_imatrix(int(qtype)):
+        raise FinetuneError(
+            f"--requantize {requested!r}: use 'base' (each trained tensor back to its type in the base) or a "
+            "ggml type that needs no importance matrix: Q8_0, Q6_K, Q5_K, Q4_K, Q5_0, Q4_0, F16, F32")
+
+
+def assemble(trained: str | os.PathLike[str], base: str | os.PathLike[str], work: WorkPlan,
+             out: str | os.PathLike[str], *, requantize: str | None, set_from: dict[str, Any]) -> dict[str, str]:
+    """Write `out`: the trainer's keys plus `set_from`, frozen tensors byte for byte from `base`, trained
+    tensors from `trained` (F32, or quantized per `requantize`). Returns name -> written type of the
+    trained tensors."""
+    import gguf
+
+    base_reader = open_reader(base)
+    base_tensors = {t.name: t for t in base_reader.tensors}
+    plans = {t.name: t for t in work.tensors}
+    written: dict[str, str] = {}
+
+    def rewrite(name: str, ggml_type: Any, data: np.ndarray) -> tuple[Any, Any, Any, Any]:
+        p = plans.get(name)
+        if p is None or not p.trained:
+            original = base_tensors[name]
+            qtype = original.tensor_type
+            return (original.data.shape, original.data.dtype, lambda: original.data,
+                    None if qtype.value in (0, 1) else qtype)
+        if requantize is None:
+            return _convert(data, ggml_type, "F32")
+        shape = data.shape
+        target = requantize_type(requantize.upper() if requantize != "base" else "base", p.base_type,
+                                 int(shape[-1]), len(shape))
+        written[name] = target
+        return _convert(data, gguf.GGMLQuantizationType.F32, target)
+
+    rewrite_gguf(trained, out, set_from=set_from, tensor_rewrite=rewrite)
+    return written
