@@ -8,13 +8,14 @@ import os
 import pstats
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from jenova_fast._implementation import pure_requested
-from jenova_fast.cpa import config, counters, jit_cache, observe, state, unicode_tables
+from jenova_fast.cpa import config, counters, function_words, jit_cache, observe, patterns, state, unicode_tables
+from jenova_fast.cpa.kernels import SESSION_ID
 from jenova_fast.cpa.observe import ObserveReport
 
 PathLike = str | os.PathLike[str]
@@ -31,6 +32,27 @@ def default_state_dir(user: str | None = None) -> Path:
 def theme_key(topic: str) -> str:
     """Themes are compared case-folded with whitespace collapsed; an empty topic is 'general'."""
     return " ".join(topic.casefold().split()) or "general"
+
+
+def assign_sessions(times: Sequence[float | None], last_time: float | None, last_id: int,
+                    gap: float = config.SESSION_GAP_SECONDS) -> tuple[list[int], float | None, int]:
+    """Each query's session id, the latest query time and the latest session id.
+
+    A dated query more than `gap` seconds from the previous dated one (before or after) starts a new
+    session; so does a first query when no time is known yet. An observe call whose first query has no
+    time starts a session (an undated file is one session); undated queries after it stay in it."""
+    ids: list[int] = []
+    prev, sid = last_time, last_id
+    for i, t in enumerate(times):
+        if t is None:
+            if i == 0:
+                sid, prev = sid + 1, None
+        else:
+            if (prev is None and i == 0) or sid == 0 or (prev is not None and abs(t - prev) > gap):
+                sid += 1
+            prev = t
+        ids.append(sid)
+    return ids, prev, sid
 
 
 def decayed_weights(themes: Mapping[str, list[float]], now: float | None = None) -> dict[str, float]:
@@ -120,15 +142,34 @@ class CPA:
     # observing --------------------------------------------------------------------------------------
     def observe_queries(self, texts: Iterable[str], *, when: float | None = None,
                         match_themes: bool = True) -> int:
-        """Count word unigrams/bigrams of user queries; known themes named in a query get a mention.
-        Returns the number of words counted."""
+        """Count word unigrams/bigrams of user queries asked at `when` (default now), each n-gram once more
+        in its document frequency per query; known themes named in a query get a mention. Returns the
+        number of words counted."""
         texts = texts if isinstance(texts, list) else list(texts)
         with self.batch():
-            words = counters.count_queries(self.state.ngrams, texts, self.state_dir)
-            self.state.queries += len(texts)
-            self.state.words += words
+            words = self._count_queries(texts, None, time.time() if when is None else when)
             if match_themes and self.state.themes:
                 self._match_themes(texts, [when] * len(texts))
+        return words
+
+    def _count_queries(self, texts: list[str], times: list[float | None] | None, when: float = 0.0) -> int:
+        """Count into the n-grams, each query in its session (by `times`, or all asked at `when`)."""
+        if not texts:
+            return 0
+        st, ngrams = self.state, self.state.ngrams
+        sessions: list[int] | int
+        if times is None:  # one time for all: one session, a new one only if `when` is far from the last query
+            ids, st.last_query_time, last_id = assign_sessions([when], st.last_query_time, int(ngrams.meta[SESSION_ID]))
+            sessions = ids[0]
+        else:
+            sessions, last_time, last_id = assign_sessions(times, st.last_query_time, int(ngrams.meta[SESSION_ID]))
+            if last_time is not None:
+                st.last_query_time = last_time
+        words = counters.count_queries(ngrams, texts, self.state_dir, np.asarray(sessions, np.int64)
+                                       if isinstance(sessions, list) else sessions)
+        ngrams.meta[SESSION_ID] = last_id
+        st.queries += len(texts)
+        st.words += words
         return words
 
     def _match_themes(self, texts: list[str], times: list[float | None]) -> None:
@@ -244,7 +285,7 @@ class CPA:
         start = time.perf_counter()
         texts, times = observe.read_history(Path(path), report)
         with self.batch():
-            self.observe_queries(texts, match_themes=False)
+            self._count_queries(texts, times)
             if self.state.themes:
                 self._match_themes(texts, times)
         report.observed = len(texts)
@@ -284,15 +325,32 @@ class CPA:
         """Each theme's weight decayed to `now` (default: the current time)."""
         return decayed_weights(self.state.themes, now)
 
-    def stats(self, top: int = 20) -> dict:
-        """Everything counted, as plain JSON-able data."""
+    def active_function_words(self, stopwords: PathLike | None = None) -> function_words.FunctionWords:
+        """The function words in force: a --stopwords file's, or the built-in lists (English, and the
+        languages the user's own counts show)."""
+        if stopwords is not None:
+            return function_words.read_file(stopwords)
+        unigrams = {c.text: c.count for c in self.state.ngrams.top() if " " not in c.text}
+        return function_words.built_in(unigrams, self.state.words)
+
+    def query_patterns(self, *, by: str = "score",
+                       stopwords: PathLike | None = None) -> list[patterns.RankedPattern]:
+        """Tracked query n-grams not made only of function words, best first (by count x IDF, or count)."""
+        return patterns.ranked(self.state.ngrams, self.active_function_words(stopwords), by)[0]
+
+    def stats(self, top: int = 20, *, by: str = "score", stopwords: PathLike | None = None) -> dict:
+        """Everything counted, as plain JSON-able data. Query patterns are ranked `by` "score" (count x
+        IDF over the user's queries) or "count"; n-grams made only of function words are never listed."""
         st = self.state
+        words = self.active_function_words(stopwords)
+        rows, hidden = patterns.ranked(st.ngrams, words, by)
+        candidates = patterns.candidate_themes(rows, st.themes, words, top)
         weights = self.theme_weights()
         themes = sorted(st.themes.items(), key=lambda kv: (-weights[kv[0]], kv[0]))[:top]
         funcs = sorted(st.functions.items(), key=lambda kv: (-kv[1][2], kv[0]))[:top]
         history = jit_cache.read_history(self.state_dir)[0] if self.state_dir is not None else []
 
-        def rows(hh: counters.HeavyHitters) -> list[dict]:
+        def counted(hh: counters.HeavyHitters) -> list[dict]:
             return [c._asdict() for c in hh.top(top)]
 
         return {
@@ -300,11 +358,16 @@ class CPA:
             "schema": state.SCHEMA,
             "generation": st.generation,
             "queries": {"queries": st.queries, "words": st.words, "ngrams": st.ngrams.total,
-                        "tracked": st.ngrams.used, "top": rows(st.ngrams)},
+                        "tracked": st.ngrams.used, "documents": st.ngrams.docs,
+                        "sessions": int(st.ngrams.meta[SESSION_ID]), "ranked_by": by,
+                        "function_words": {**words.describe(), "hidden": hidden},
+                        "top": [r.as_dict() for r in rows[:top]]},
+            "candidate_themes": candidates,
             "themes": [{"theme": k, "weight": round(weights[k], 6), "mentions": int(c), "last_seen": t}
                        for k, (_, t, c) in themes],
             "memory": {"kinds": dict(sorted(st.kinds.items(), key=lambda kv: (-kv[1], kv[0]))),
-                       "accesses": st.items.total, "top_items": rows(st.items), "top_pairs": rows(st.pairs)},
+                       "accesses": st.items.total, "top_items": counted(st.items),
+                       "top_pairs": counted(st.pairs)},
             "functions": [{"function": k, "ncalls": int(n), "tottime": tt, "cumtime": ct}
                           for k, (n, tt, ct) in funcs],
             "compilation": {

@@ -10,7 +10,9 @@ import sys
 import time
 
 from jenova_fast.cpa.accelerator import CPA
+from jenova_fast.cpa.function_words import StopwordsError
 from jenova_fast.cpa.observe import ObserveError
+from jenova_fast.cpa.patterns import RANKINGS
 from jenova_fast.cpa.report import PlotUnavailable, format_stats, plot_stats
 from jenova_fast.cpa.state import StateError
 
@@ -33,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--top", type=int, default=20, help="rows per table (default 20)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--plot", metavar="PNG", help="also write a bar chart (needs the `plot` extra)")
+    st.add_argument("--by", choices=RANKINGS, default="score",
+                    help="rank query patterns by count x IDF over your own queries (score, the default) or by "
+                         "raw count")
+    st.add_argument("--stopwords", metavar="FILE",
+                    help="function words, one per line (# comments), instead of the built-in lists; n-grams "
+                         "made only of them are counted but not listed")
     sub.add_parser("reset", parents=[common], help="forget all counts (keeps the compile cache)")
     return p
 
@@ -46,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "observe":
             return _observe(cpa, args, tty)
         if args.command == "stats":
-            stats = cpa.stats(top=args.top)
+            stats = cpa.stats(top=args.top, by=args.by, stopwords=args.stopwords)
             if args.plot:
                 plot_stats(stats, args.plot)
             print(json.dumps(stats, indent=2, ensure_ascii=False) if args.json else format_stats(stats))
@@ -59,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `stats | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ObserveError, StateError, PlotUnavailable) as exc:
+    except (ObserveError, StateError, PlotUnavailable, StopwordsError) as exc:
         print(f"jenova-fast cpa: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

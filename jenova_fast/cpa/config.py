@@ -26,6 +26,20 @@ ACCESS_GROUP_SECONDS = 60.0
 # Themes: a mention's weight halves every THEME_HALF_LIFE_DAYS.
 THEME_HALF_LIFE_DAYS = 30.0
 
+# Sessions: a query more than this many seconds from the previous one starts a new session (so does an
+# observe call whose first query has no time).
+SESSION_GAP_SECONDS = 30 * 60.0
+# Candidate themes: among the CANDIDATE_POOL patterns with the best scores, those seen in at least
+# CANDIDATE_MIN_SESSIONS sessions that name no known theme, n-grams sharing a word (with document
+# frequencies within CANDIDATE_DF_RATIO of each other) grouped into one candidate.
+CANDIDATE_POOL = 60
+CANDIDATE_MIN_SESSIONS = 2
+CANDIDATE_DF_RATIO = 2.0
+
+# Function words: a built-in language's list applies (besides English, always) once the words only it
+# holds make up this share of the words counted.
+FUNCTION_WORD_LANGUAGE_SHARE = 0.01
+
 # Hot functions kept (by cumulative time) after each profile merge.
 MAX_FUNCTIONS = 4096
 

@@ -6,6 +6,7 @@ import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
@@ -15,7 +16,21 @@ import numpy as np
 from jenova_fast._implementation import pure_requested
 from jenova_fast.cpa import jit_cache, kernels_py, unicode_tables
 from jenova_fast.cpa.config import QUERY_BATCH
-from jenova_fast.cpa.kernels import COUNT, ERR, REP_END, REP_START, TOTAL, USED
+from jenova_fast.cpa.kernels import (
+    COUNT,
+    DF,
+    DF_ERR,
+    DOCS,
+    ERR,
+    META_SIZE,
+    REP_END,
+    REP_START,
+    SESS,
+    SESSION_ID,
+    SLOT_ROWS,
+    TOTAL,
+    USED,
+)
 
 
 class Counted(NamedTuple):
@@ -24,6 +39,20 @@ class Counted(NamedTuple):
     text: str
     count: int
     err: int
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A tracked n-gram with its document frequency: the true count lies in [count - err, count], the
+    true number of queries holding it in [df - df_err, df]; sessions it was seen in while tracked (a
+    lower bound)."""
+
+    text: str
+    count: int
+    err: int
+    df: int
+    df_err: int
+    sessions: int
 
 
 class HeavyHitters:
@@ -40,9 +69,9 @@ class HeavyHitters:
             raise ValueError("sketch width must be a power of two and k positive")
         self.sketch = np.zeros((depth, width), dtype=np.uint32)
         self.hashes = np.zeros(k, dtype=np.uint64)
-        self.slots = np.zeros((5, k), dtype=np.int64)
+        self.slots = np.zeros((SLOT_ROWS, k), dtype=np.int64)
         self.heap = np.zeros(k, dtype=np.int64)
-        self.meta = np.zeros(3, dtype=np.int64)
+        self.meta = np.zeros(META_SIZE, dtype=np.int64)
         self.texts: list[str] = [""] * k
         self._index: np.ndarray | None = None
         self._py_index: dict[int, int] | None = None
@@ -54,6 +83,11 @@ class HeavyHitters:
     @property
     def total(self) -> int:
         return int(self.meta[TOTAL])
+
+    @property
+    def docs(self) -> int:
+        """Documents counted (for query n-grams: queries, a NUL inside one splitting it)."""
+        return int(self.meta[DOCS])
 
     def native_index(self) -> np.ndarray:
         """Open-addressing hash -> slot table for the kernels, rebuilt after a load or a pure-twin run."""
@@ -81,6 +115,12 @@ class HeavyHitters:
         rows = [Counted(self.texts[s], int(self.slots[COUNT, s]), int(self.slots[ERR, s])) for s in range(self.used)]
         rows.sort(key=lambda c: (-c.count, c.text))
         return rows if n is None else rows[:n]
+
+    def patterns(self) -> list[Pattern]:
+        """Every tracked entry with its document frequency and sessions, in slot order."""
+        cols = self.slots[:, : self.used].tolist()
+        return [Pattern(self.texts[s], cols[COUNT][s], cols[ERR][s], cols[DF][s], cols[DF_ERR][s], cols[SESS][s])
+                for s in range(self.used)]
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}.{name}": getattr(self, name) for name in self.ARRAYS}
@@ -134,40 +174,56 @@ def _utf8(batch: Sequence[str]) -> np.ndarray:
     return np.frombuffer("\x00".join(batch).encode("utf-8", "surrogatepass"), dtype=np.uint8)
 
 
-def count_queries(hh: HeavyHitters, texts: Iterable[str], state_dir: Path | None = None) -> int:
-    """Count word unigrams and bigrams of each query; returns the number of words.
+def _sessions_of(sessions: np.ndarray | int, n: int) -> np.ndarray:
+    out = np.full(n, sessions, np.int64) if isinstance(sessions, int) else np.asarray(sessions, np.int64)
+    if out.shape != (n,):
+        raise ValueError(f"{out.shape[0]} session ids for {n} queries")
+    return out
+
+
+def count_queries(hh: HeavyHitters, texts: Sequence[str], state_dir: Path | None = None,
+                  sessions: np.ndarray | int | None = None) -> int:
+    """Count word unigrams and bigrams of each query, each query's n-grams once more in its document
+    frequency; returns the number of words. `sessions`: each query's session id (one for all, default the
+    current session, meta[SESSION_ID]).
 
     Two cores at once: two helper threads encode and tokenize batches k+1 and k+2 while this thread counts
     batch k. Counting stays in order, so the counts are exactly the sequential ones."""
+    session_ids = _sessions_of(int(hh.meta[SESSION_ID]) if sessions is None else sessions, len(texts))
     if pure_requested():
-        return kernels_py.count_queries(hh, texts)
+        return kernels_py.count_queries(hh, texts, session_ids.tolist())
     tables = unicode_tables.tables(None if state_dir is None else Path(state_dir) / "tables")
     tokenize = jit_cache.ensure("tokenize_queries", state_dir)
     count = jit_cache.ensure("count_hashes", state_dir)
 
     # three sets of n-gram arrays, reused in turn (two batches tokenized ahead, one being counted): fresh
     # arrays per batch would cost more in page faults than the tokenizing
-    ring: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.uint64), np.empty((2, 0), np.int64))] * 3
+    ring: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.uint64), np.empty((3, 0), np.int64))] * 3
 
-    def tokenized(k: int, batch: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    def tokenized(k: int, batch: list[str]) -> tuple[np.ndarray, ...]:
         buf = _utf8(batch)
         ngrams, spans = ring[k % 3]
         if ngrams.size < buf.size + 1:
-            ngrams, spans = ring[k % 3] = np.empty(buf.size + 1, np.uint64), np.empty((2, buf.size + 1), np.int64)
-        n, words = tokenize(buf, tables.fold_off, tables.fold_cp, tables.is_word, ngrams, spans[0], spans[1])
-        return buf, ngrams[:n], spans[0, :n], spans[1, :n], int(words)
+            ngrams, spans = ring[k % 3] = np.empty(buf.size + 1, np.uint64), np.empty((3, buf.size + 1), np.int64)
+        n, words, docs = tokenize(buf, tables.fold_off, tables.fold_cp, tables.is_word, ngrams, spans[0], spans[1],
+                                  spans[2])
+        batch_sessions = session_ids[k * QUERY_BATCH: k * QUERY_BATCH + len(batch)]
+        if docs != len(batch):  # a NUL inside a query: each of its parts is a document of its session
+            batch_sessions = np.repeat(batch_sessions, [q.count("\x00") + 1 for q in batch])
+        return buf, ngrams[:n], spans[0, :n], spans[1, :n], spans[2, :docs], batch_sessions, words
 
     total = 0
     batches = enumerate(_batches(texts, QUERY_BATCH))
     with ThreadPoolExecutor(2, thread_name_prefix="cpa-tokenize") as pool:
         ahead = deque(pool.submit(tokenized, *numbered) for numbered in islice(batches, 2))
         while ahead:
-            buf, ngrams, starts, ends, words = ahead.popleft().result()
+            buf, ngrams, starts, ends, doc_ends, doc_sessions, words = ahead.popleft().result()
             if (numbered := next(batches, None)) is not None:
                 ahead.append(pool.submit(tokenized, *numbered))
-            total += words
+            total += int(words)
             hh.slots[REP_START].fill(-1)
-            count(ngrams, starts, ends, hh.sketch, hh.hashes, hh.slots, hh.heap, hh.native_index(), hh.meta)
+            count(ngrams, starts, ends, doc_ends, doc_sessions, hh.sketch, hh.hashes, hh.slots, hh.heap,
+                  hh.native_index(), hh.meta)
             for s in np.flatnonzero(hh.slots[REP_START] >= 0).tolist():
                 span = buf[hh.slots[REP_START, s]: hh.slots[REP_END, s]].tobytes()
                 if span.isascii():  # same words as kernels_py.words for ASCII, without the per-character loop
@@ -203,7 +259,7 @@ def pair_hashes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def count_items(hh: HeavyHitters, hashes: np.ndarray, texts: Sequence[str], state_dir: Path | None = None) -> None:
-    """One occurrence per (hash, text), in order."""
+    """One occurrence per (hash, text), in order; each its own document."""
     if pure_requested():
         kernels_py.count_items(hh, hashes.tolist(), texts)
         return
@@ -212,7 +268,7 @@ def count_items(hh: HeavyHitters, hashes: np.ndarray, texts: Sequence[str], stat
     hh.slots[REP_START].fill(-1)
     order = np.arange(len(texts), dtype=np.int64)
     jit_cache.ensure("count_hashes", state_dir)(
-        np.ascontiguousarray(hashes, dtype=np.uint64), order, order, hh.sketch, hh.hashes, hh.slots, hh.heap,
-        hh.native_index(), hh.meta)
+        np.ascontiguousarray(hashes, dtype=np.uint64), order, order, order + 1, np.zeros(len(texts), np.int64),
+        hh.sketch, hh.hashes, hh.slots, hh.heap, hh.native_index(), hh.meta)
     for s in np.flatnonzero(hh.slots[REP_START] >= 0).tolist():
         hh.texts[s] = texts[hh.slots[REP_START, s]]

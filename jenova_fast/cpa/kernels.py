@@ -24,9 +24,15 @@ _S27, _S30, _S31, _S32 = _U(27), _U(30), _U(31), _U(32)
 _LOW32 = _U(0xFFFFFFFF)
 _ONE = _U(1)
 
-# rows of the int64 `slots` table of a top-k; entries of its `meta` vector
-COUNT, ERR, KEY, REP_START, REP_END = 0, 1, 2, 3, 4
-USED, OVERFLOWED, TOTAL = 0, 1, 2
+# rows of the int64 `slots` table of a top-k: count and its overcount bound, heap key, the byte span of the
+# text that stands for it (scratch), document frequency and its overcount bound, the last document that
+# counted (scratch), sessions seen while tracked, the last session that counted (scratch)
+COUNT, ERR, KEY, REP_START, REP_END, DF, DF_ERR, LAST_DOC, SESS, LAST_SESS = range(10)
+SLOT_ROWS = 10
+# entries of its `meta` vector: slots used, ever turned an item away, occurrences, documents counted,
+# the current session's id (0: none yet)
+USED, OVERFLOWED, TOTAL, DOCS, SESSION_ID = range(5)
+META_SIZE = 5
 
 _BYTES = types.Array(types.uint8, 1, "C", readonly=True)  # np.frombuffer over str.encode() output
 _I64 = types.int64[::1]
@@ -34,10 +40,10 @@ _I64 = types.int64[::1]
 _TOPK = (types.uint32[:, ::1], types.uint64[::1], types.int64[:, ::1], _I64, _I64, _I64)
 # explicit signatures, compiled (or loaded from the state dir's cache) ahead of use
 SIGNATURES = {
-    "tokenize_queries": types.UniTuple(types.int64, 2)(_BYTES, types.int32[::1], types.uint32[::1], types.uint8[::1],
-                                                        types.uint64[::1], _I64, _I64),
+    "tokenize_queries": types.UniTuple(types.int64, 3)(_BYTES, types.int32[::1], types.uint32[::1], types.uint8[::1],
+                                                        types.uint64[::1], _I64, _I64, _I64),
     "hash_segments": types.int64(_BYTES, types.uint64[::1], _I64, _I64),
-    "count_hashes": types.void(types.uint64[::1], _I64, _I64, *_TOPK),
+    "count_hashes": types.void(types.uint64[::1], _I64, _I64, _I64, _I64, *_TOPK),
 }
 
 
@@ -166,10 +172,14 @@ def _sketch_raise(sketch, h, value):
 
 
 @njit(**NUMBA_OPTIONS)
-def _topk_miss(h, i, est, start, end, sketch, hashes, slots, heap, index, meta):
+def _topk_miss(h, i, est, start, end, doc, session, sketch, hashes, slots, heap, index, meta):
     """An occurrence of an untracked h (i: its free index position; est: its sketch estimate after this
-    occurrence). The sketch sees only untracked items (and an evicted item's count), so a slot's count or
-    the sketch's estimate is always an upper bound."""
+    occurrence) in document `doc` of session `session`. The sketch sees only untracked items (and an
+    evicted item's count), so a slot's count or the sketch's estimate is always an upper bound.
+
+    Document frequency: at most est - 1 earlier occurrences went untracked, so at most est - 1 earlier
+    documents held it; DF starts at est (an upper bound) with DF_ERR = est - 1, exactly like the count.
+    Sessions count only while tracked (a lower bound)."""
     n = meta[USED]
     if n < hashes.size:
         s = n
@@ -183,6 +193,8 @@ def _topk_miss(h, i, est, start, end, sketch, hashes, slots, heap, index, meta):
             slots[COUNT, s] = 1
             slots[ERR, s] = 0
         slots[KEY, s] = slots[COUNT, s]
+        slots[DF, s] = slots[COUNT, s]
+        slots[DF_ERR, s] = slots[ERR, s]
         heap[n] = s
         _sift_up(heap, slots, n)
     else:
@@ -201,18 +213,24 @@ def _topk_miss(h, i, est, start, end, sketch, hashes, slots, heap, index, meta):
         slots[COUNT, s] = est
         slots[ERR, s] = est - 1
         slots[KEY, s] = est
+        slots[DF, s] = est
+        slots[DF_ERR, s] = est - 1
         _sift_down(heap, slots, 0, n)
     slots[REP_START, s] = start
     slots[REP_END, s] = end
+    slots[LAST_DOC, s] = doc
+    slots[SESS, s] = 1
+    slots[LAST_SESS, s] = session
 
 
 @njit(**NUMBA_OPTIONS)
-def tokenize_queries(buf, fold_off, fold_cp, is_word, out_hash, out_start, out_end):
+def tokenize_queries(buf, fold_off, fold_cp, is_word, out_hash, out_start, out_end, out_doc_end):
     """Case-fold and tokenize NUL-separated UTF-8 queries: each word's hash, then its bigram's, in order,
-    with the byte span that stands for it. Returns (n-grams written, words).
+    with the byte span that stands for it. Returns (n-grams written, words, documents).
 
     A word is a maximal run of characters whose case folding is word characters (is_word); NUL ends a
-    query (no bigram spans it). Words are never adjacent, so out_* need buf.size + 1 entries at most.
+    query (no bigram spans it), which is one document: out_doc_end[d] is the number of n-grams written
+    up to the end of document d. Words are never adjacent, so out_* need buf.size + 1 entries at most.
     Counting is a separate kernel (count_hashes), so the next batch is tokenized while this one counts.
     """
     # ASCII byte -> its folded byte when that is a word character, else 0 (the hot path: no table walk)
@@ -223,6 +241,7 @@ def tokenize_queries(buf, fold_off, fold_cp, is_word, out_hash, out_start, out_e
             ascii_word[c] = lo
     n = buf.size
     words = 0
+    docs = 0
     m = 0  # n-grams written
     h = FNV_OFFSET
     in_word = False
@@ -290,8 +309,10 @@ def tokenize_queries(buf, fold_off, fold_cp, is_word, out_hash, out_start, out_e
             prev_start = start
         if boundary:
             have_prev = False
+            out_doc_end[docs] = m
+            docs += 1
         i += width
-    return m, words
+    return m, words, docs
 
 
 @njit(**NUMBA_OPTIONS)
@@ -315,37 +336,54 @@ def hash_segments(buf, out_hash, out_start, out_end):
 
 
 @njit(**NUMBA_OPTIONS)
-def count_hashes(items, starts, ends, sketch, hashes, slots, heap, index, meta):
-    """One occurrence of each item, in order; (starts, ends) is the span that stands for it.
+def count_hashes(items, starts, ends, doc_ends, doc_session, sketch, hashes, slots, heap, index, meta):
+    """One occurrence of each item, in order; (starts, ends) is the span that stands for it. Items
+    doc_ends[d-1]:doc_ends[d] form document d, of session doc_session[d]; documents are numbered on from
+    meta[DOCS].
 
-    A tracked item counts in its slot; an untracked one updates the sketch (conservative update) and
-    enters the top-k when its estimate beats the minimum. The hot path is written out here rather than
-    called: passing the arrays to a helper per item costs more than the counting."""
+    A tracked item counts in its slot, and in its document frequency the first time in a document (and
+    in its sessions the first time in a session); an untracked one updates the sketch (conservative
+    update) and enters the top-k when its estimate beats the minimum. The hot path is written out here
+    rather than called: passing the arrays to a helper per item costs more than the counting."""
     mask = index.size - 1
     depth = sketch.shape[0]
     smask = _U(sketch.shape[1] - 1)
-    for k in range(items.size):
-        hx = items[k]
-        meta[TOTAL] += 1
-        p = np.int64(hx & _U(mask))
-        s = index[p]
-        while s >= 0 and hashes[s] != hx:
-            p = (p + 1) & mask
+    doc = meta[DOCS]
+    first = 0
+    for d in range(doc_ends.size):
+        session = doc_session[d]
+        stop = doc_ends[d]
+        for k in range(first, stop):
+            hx = items[k]
+            meta[TOTAL] += 1
+            p = np.int64(hx & _U(mask))
             s = index[p]
-        if s >= 0:
-            slots[COUNT, s] += 1
-            continue
-        h1 = hx & _LOW32
-        h2 = (hx >> _S32) | _ONE
-        est = np.int64(sketch[0, np.int64(h1 & smask)])
-        for r in range(1, depth):
-            est = min(est, np.int64(sketch[r, np.int64((h1 + _U(r) * h2) & smask)]))
-        est += 1
-        for r in range(depth):
-            col = np.int64((h1 + _U(r) * h2) & smask)
-            if np.int64(sketch[r, col]) < est:
-                sketch[r, col] = est
-        if meta[USED] < hashes.size or est > slots[KEY, heap[0]]:
-            _topk_miss(hx, p, est, starts[k], ends[k], sketch, hashes, slots, heap, index, meta)
-        else:  # turned away without a call: what _topk_miss would do
-            meta[OVERFLOWED] = 1
+            while s >= 0 and hashes[s] != hx:
+                p = (p + 1) & mask
+                s = index[p]
+            if s >= 0:
+                slots[COUNT, s] += 1
+                if slots[LAST_DOC, s] != doc:  # a query counts once
+                    slots[LAST_DOC, s] = doc
+                    slots[DF, s] += 1
+                    if slots[LAST_SESS, s] != session:
+                        slots[LAST_SESS, s] = session
+                        slots[SESS, s] += 1
+                continue
+            h1 = hx & _LOW32
+            h2 = (hx >> _S32) | _ONE
+            est = np.int64(sketch[0, np.int64(h1 & smask)])
+            for r in range(1, depth):
+                est = min(est, np.int64(sketch[r, np.int64((h1 + _U(r) * h2) & smask)]))
+            est += 1
+            for r in range(depth):
+                col = np.int64((h1 + _U(r) * h2) & smask)
+                if np.int64(sketch[r, col]) < est:
+                    sketch[r, col] = est
+            if meta[USED] < hashes.size or est > slots[KEY, heap[0]]:
+                _topk_miss(hx, p, est, starts[k], ends[k], doc, session, sketch, hashes, slots, heap, index, meta)
+            else:  # turned away without a call: what _topk_miss would do
+                meta[OVERFLOWED] = 1
+        first = stop
+        doc += 1
+    meta[DOCS] = doc

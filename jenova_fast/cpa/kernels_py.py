@@ -8,7 +8,20 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from jenova_fast.cpa.kernels import COUNT, ERR, KEY, OVERFLOWED, TOTAL, USED
+from jenova_fast.cpa.kernels import (
+    COUNT,
+    DF,
+    DF_ERR,
+    DOCS,
+    ERR,
+    KEY,
+    LAST_DOC,
+    LAST_SESS,
+    OVERFLOWED,
+    SESS,
+    TOTAL,
+    USED,
+)
 
 MASK64 = (1 << 64) - 1
 FNV_OFFSET = 0xCBF29CE484222325
@@ -50,17 +63,6 @@ def words(text: str) -> list[str]:
             cur = []
     if cur:
         out.append("".join(cur))
-    return out
-
-
-def query_ngrams(text: str) -> list[tuple[str, str | None]]:
-    """(unigram, bigram-or-None) in the order the kernel counts them; NUL ends a query."""
-    out: list[tuple[str, str | None]] = []
-    for segment in text.split("\x00"):
-        prev = None
-        for w in words(segment):
-            out.append((w, None if prev is None else f"{prev} {w}"))
-            prev = w
     return out
 
 
@@ -123,14 +125,21 @@ def _sketch_raise(sketch: np.ndarray, h: int, value: int) -> None:
             sketch[r, c] = value
 
 
-def topk_add(hh, h: int, text: str) -> None:
-    """One occurrence into a `HeavyHitters` (sketch + top-k), exactly as kernels.count_hashes."""
+def topk_add(hh, h: int, text: str, doc: int, session: int) -> None:
+    """One occurrence, in document `doc` of session `session`, into a `HeavyHitters` (sketch + top-k),
+    exactly as kernels.count_hashes."""
     sketch, hashes, slots, heap, meta, index = hh.sketch, hh.hashes, hh.slots, hh.heap, hh.meta, hh.py_index
     meta[TOTAL] += 1
     n = int(meta[USED])
     s = index.get(h)
     if s is not None:
         slots[COUNT, s] += 1
+        if slots[LAST_DOC, s] != doc:
+            slots[LAST_DOC, s] = doc
+            slots[DF, s] += 1
+            if slots[LAST_SESS, s] != session:
+                slots[LAST_SESS, s] = session
+                slots[SESS, s] += 1
         return
     est = _sketch_add(sketch, h)
     if n < hashes.size:
@@ -154,25 +163,36 @@ def topk_add(hh, h: int, text: str) -> None:
         del index[int(hashes[s])]
         slots[COUNT, s], slots[ERR, s], slots[KEY, s] = est, est - 1, est
         _sift_down(heap, slots, 0, n)
+    # DF bounded like the count: at most est - 1 earlier (untracked) documents held it
+    slots[DF, s], slots[DF_ERR, s] = slots[COUNT, s], slots[ERR, s]
+    slots[LAST_DOC, s], slots[SESS, s], slots[LAST_SESS, s] = doc, 1, session
     hashes[s] = h
     index[h] = s
     hh.texts[s] = text
 
 
-def count_queries(hh, texts: Iterable[str]) -> int:
+def count_queries(hh, texts: Iterable[str], sessions: Iterable[int]) -> int:
+    """Each NUL-separated segment of a query is one document (numbered on from meta[DOCS])."""
     n_words = 0
-    for text in texts:
-        prev_h = None
-        for w, bigram in query_ngrams(text):
-            n_words += 1
-            h = hash_bytes(w.encode("utf-8", "surrogatepass"))
-            topk_add(hh, h, w)
-            if bigram is not None and prev_h is not None:
-                topk_add(hh, pair_hash(prev_h, h), bigram)
-            prev_h = h
+    for text, session in zip(texts, sessions, strict=True):
+        for segment in text.split("\x00"):
+            doc = int(hh.meta[DOCS])
+            ws = words(segment)
+            prev_h = 0
+            for j, w in enumerate(ws):
+                n_words += 1
+                h = hash_bytes(w.encode("utf-8", "surrogatepass"))
+                topk_add(hh, h, w, doc, int(session))
+                if j:
+                    topk_add(hh, pair_hash(prev_h, h), f"{ws[j - 1]} {w}", doc, int(session))
+                prev_h = h
+            hh.meta[DOCS] = doc + 1
     return n_words
 
 
-def count_items(hh, hashes: Iterable[int], texts: Iterable[str]) -> None:
+def count_items(hh, hashes: Iterable[int], texts: Iterable[str], session: int = 0) -> None:
+    """Each occurrence is its own document."""
     for h, text in zip(hashes, texts, strict=True):
-        topk_add(hh, int(h), text)
+        doc = int(hh.meta[DOCS])
+        topk_add(hh, int(h), text, doc, session)
+        hh.meta[DOCS] = doc + 1

@@ -28,14 +28,27 @@ def _count(c: dict) -> str:
     return str(c["count"]) if not c["err"] else f"{c['count']} (±{c['err']})"
 
 
+def _df(c: dict) -> str:
+    return str(c["df"]) if not c["df_err"] else f"{c['df']} (±{c['df_err']})"
+
+
 def format_stats(stats: dict) -> str:
     q, m = stats["queries"], stats["memory"]
     comp = stats["compilation"]
+    fw = q["function_words"]
+    source = f"built-in ({', '.join(fw['languages'])})" if fw["source"] == "built-in" else fw["source"]
     lines = [f"CPA state: {stats['state_dir'] or '(in memory)'}  (schema {stats['schema']}, "
              f"generation {stats['generation']})",
-             f"queries {q['queries']}, words {q['words']}, n-grams {q['ngrams']} ({q['tracked']} tracked)", ""]
-    lines += _table("query patterns", ("n-gram", "count"), [(c["text"], _count(c)) for c in q["top"]])
-    lines += _table("themes", ("theme", "weight", "mentions"),
+             f"queries {q['queries']} in {q['sessions']} session(s), words {q['words']}, n-grams {q['ngrams']} "
+             f"({q['tracked']} tracked; {fw['hidden']} made only of function words, {source}, not listed)", ""]
+    by = "count x IDF" if q["ranked_by"] == "score" else "count"
+    lines += _table(f"query patterns (by {by})", ("n-gram", "score", "count", "queries", "sessions"),
+                    [(c["text"], f"{c['score']:.1f}", _count(c), _df(c), c["sessions"]) for c in q["top"]])
+    lines += _table("candidate themes (recurring in queries, no insight yet)", ("theme", "score", "queries",
+                                                                                 "sessions", "n-grams"),
+                    [(t["theme"], f"{t['score']:.1f}", t["queries"], t["sessions"], ", ".join(t["ngrams"]))
+                     for t in stats["candidate_themes"]])
+    lines += _table("themes (insight topics)", ("theme", "weight", "mentions"),
                     [(t["theme"], f"{t['weight']:.4g}", t["mentions"]) for t in stats["themes"]])
     lines += _table("memory kinds", ("kind", "accesses"), list(m["kinds"].items()))
     lines += _table("memory items", ("item", "accesses"), [(c["text"], _count(c)) for c in m["top_items"]])
@@ -49,7 +62,8 @@ def format_stats(stats: dict) -> str:
 
 
 def plot_stats(stats: dict, path: os.PathLike[str] | str) -> Path:
-    """Bar charts of the top n-grams, themes and memory items, written atomically as PNG."""
+    """Bar charts of the top query patterns (by score unless ranked by count), themes and memory items,
+    written atomically as PNG."""
     try:
         import matplotlib
 
@@ -57,8 +71,10 @@ def plot_stats(stats: dict, path: os.PathLike[str] | str) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise PlotUnavailable("--plot needs matplotlib; install it with: pip install 'jenova-fast[plot]'") from exc
+    by_score = stats["queries"]["ranked_by"] == "score"
     panels = [
-        ("query patterns", [(c["text"], c["count"]) for c in stats["queries"]["top"]]),
+        ("query patterns (count x IDF)" if by_score else "query patterns (count)",
+         [(c["text"], c["score"] if by_score else c["count"]) for c in stats["queries"]["top"]]),
         ("themes (decayed weight)", [(t["theme"], t["weight"]) for t in stats["themes"]]),
         ("memory items", [(c["text"], c["count"]) for c in stats["memory"]["top_items"]]),
     ]

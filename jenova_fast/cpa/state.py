@@ -1,18 +1,24 @@
 """The CPA's persistent state: one versioned `.npz` (arrays + a JSON header), no pickle anywhere.
 
-Layout of `<state>/state.npz` (schema 2), every member a plain NumPy array:
+Layout of `<state>/state.npz` (schema 3), every member a plain NumPy array:
 
-- `header`: UTF-8 JSON `{"format": "jenova-fast-cpa", "schema": 2, "created", "saved", "generation",
-  "queries", "words", "half_life_days"}`
+- `header`: UTF-8 JSON `{"format": "jenova-fast-cpa", "schema": 3, "created", "saved", "generation",
+  "queries", "words", "half_life_days", "last_query_time"}` (last_query_time: unix seconds of the latest
+  query, null before any; the next query more than `config.SESSION_GAP_SECONDS` away starts a session)
 - `ngrams.*`, `items.*`, `pairs.*`: a `HeavyHitters` each: `sketch` uint32[depth, width], `hashes` uint64[k],
-  `slots` int64[5, k] (count, err, heap key, scratch), `heap` int64[k], `meta` int64[3] (used,
-  overflowed, total), `texts.blob`/`texts.ends` (UTF-8 strings).
+  `slots` int64[10, k] (rows `kernels.COUNT`..`LAST_SESS`: count, err, heap key, two scratch, document
+  frequency, its err, last document, sessions, last session), `heap` int64[k], `meta` int64[5] (used,
+  overflowed, total, documents, current session id), `texts.blob`/`texts.ends` (UTF-8 strings).
 - `kinds.names.*` + `kinds.counts` int64; `themes.names.*` + `themes.weight` f64 (as of `themes.time`),
   `themes.time` f64 (unix seconds), `themes.count` int64; `functions.names.*` + `functions.ncalls` int64,
   `functions.tottime` f64, `functions.cumtime` f64.
 
-Schema 1 (first release) had no co-access pairs and kept raw theme counts without decay times; it is
-migrated on load. Writes are temp file + fsync + rename; a `lock` file serialises processes.
+Older schemas are migrated on load. Schema 1 (first release) had no co-access pairs and kept raw theme
+counts without decay times. Schema 2 had no document frequencies or sessions (`slots` int64[5, k],
+`meta` int64[3]): counts are kept as they are; an n-gram's document frequency becomes its count capped at
+the number of queries, with df_err = df - 1 (it was in at least one query); memory items, each access its
+own document, get df = count exactly; sessions start at 0 and count from the first observe after the
+migration. Writes are temp file + fsync + rename; a `lock` file serialises processes.
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ import numpy as np
 
 from jenova_fast.cpa import atomic, config
 from jenova_fast.cpa.counters import HeavyHitters, pack_strings, unpack_strings
+from jenova_fast.cpa.kernels import COUNT, DF, DF_ERR, DOCS, LAST_DOC, LAST_SESS, META_SIZE, SLOT_ROWS, TOTAL
 
 log = logging.getLogger(__name__)
 
 FORMAT = "jenova-fast-cpa"
-SCHEMA = 2
+SCHEMA = 3
 STATE_FILE = "state.npz"
 LOCK_FILE = "lock"
 
@@ -67,11 +74,12 @@ class State:
     functions: dict[str, list[float]] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     generation: int = 0
+    last_query_time: float | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         header = {"format": FORMAT, "schema": SCHEMA, "created": self.created, "saved": time.time(),
                   "generation": self.generation, "queries": self.queries, "words": self.words,
-                  "half_life_days": config.THEME_HALF_LIFE_DAYS}
+                  "half_life_days": config.THEME_HALF_LIFE_DAYS, "last_query_time": self.last_query_time}
         out = {"header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
         out |= self.ngrams.arrays("ngrams") | self.items.arrays("items") | self.pairs.arrays("pairs")
         out |= pack_strings("kinds.names", list(self.kinds))
@@ -109,6 +117,7 @@ class State:
             functions={k: [n, a, b] for k, n, a, b in zip(funcs, ncalls, tot, cum, strict=True)},
             created=float(header["created"]),
             generation=int(header["generation"]),
+            last_query_time=None if header.get("last_query_time") is None else float(header["last_query_time"]),
         )
 
 
@@ -125,7 +134,32 @@ def _migrate_1_to_2(members: _Members, header: dict) -> None:
     members |= _new_items(config.PAIR_TOPK).arrays("pairs")
 
 
-MIGRATIONS = {1: _migrate_1_to_2}
+def _migrate_2_to_3(members: _Members, header: dict) -> None:
+    queries = int(header["queries"])
+    for prefix in ("ngrams", "items", "pairs"):
+        slots, meta = members[f"{prefix}.slots"], members[f"{prefix}.meta"]
+        if slots.shape[0] == SLOT_ROWS:  # made new by an earlier migration
+            continue
+        count = slots[COUNT]
+        grown = np.zeros((SLOT_ROWS, slots.shape[1]), np.int64)
+        grown[: slots.shape[0]] = slots
+        meta3 = np.zeros(META_SIZE, np.int64)
+        meta3[: meta.size] = meta
+        if prefix == "ngrams":
+            # one query per occurrence at most, and no more queries than were counted; at least one held it
+            grown[DF] = np.minimum(count, queries)
+            grown[DF_ERR] = np.maximum(grown[DF] - 1, 0)
+            meta3[DOCS] = queries
+        else:  # each access is its own document
+            grown[DF] = count
+            meta3[DOCS] = meta[TOTAL]
+        grown[LAST_DOC] = -1
+        grown[LAST_SESS] = -1
+        members[f"{prefix}.slots"], members[f"{prefix}.meta"] = grown, meta3
+    header.setdefault("last_query_time", None)
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def read(path: Path) -> State:
