@@ -67,13 +67,15 @@ struct Batch {
   const char *name(const Item &item) const { return names.data() + item.name; }
 };
 
-// Per worker: a reusable, padded read buffer and a simdjson parser (the pure twin allows the same depth).
+// Per worker: a reusable, padded read buffer, a simdjson parser and, for files simdjson rejects, the
+// Python-dialect parser (both allow the same depth as the pure twin).
 struct Reader {
   simdjson::dom::parser parser;
+  PythonJson python;
   std::unique_ptr<char[]> buf;
   size_t cap = 0;
 
-  explicit Reader(size_t max_depth) {
+  explicit Reader(size_t max_depth) : python(max_depth) {
     if (parser.allocate(64 * 1024, max_depth) != simdjson::SUCCESS) throw std::bad_alloc();
     reserve(64 * 1024);
   }
@@ -405,17 +407,75 @@ int64_t read_file(Reader &reader, const Dir &dir, const char *name, const Option
   return static_cast<int64_t>(total);
 }
 
-// (topic, content, user) are views into the parser's string buffer, valid until the next parse.
-int parse_insight(Reader &reader, size_t len, std::string_view &topic, std::string_view &content,
-                  std::string_view &user) {
+// A top-level field as the record needs it: absent, null, a string, or anything else.
+struct Field {
+  PyField::Kind kind = PyField::ABSENT;
+  std::string_view text;
+};
+
+// The reference's rules, whichever parser read the file: `content` must be a non-empty string; a
+// missing or null topic/user takes its default; any other type is wrong_type.
+int decide(const Field &c, const Field &t, const Field &u, Fields &out) {
+  if (c.kind == PyField::ABSENT || c.kind == PyField::NULL_VALUE) return NO_CONTENT;
+  if (c.kind == PyField::STRING && c.text.empty()) return NO_CONTENT;
+  if (c.kind != PyField::STRING) return WRONG_TYPE;
+  if (t.kind == PyField::OTHER || u.kind == PyField::OTHER) return WRONG_TYPE;
+  out.content = c.text;
+  out.topic = t.kind == PyField::STRING ? t.text : std::string_view("general");
+  out.user = u.kind == PyField::STRING ? u.text : std::string_view("user");
+  return -1;
+}
+
+Field from_simdjson(simdjson::dom::element e, bool present) {
+  Field f;
+  if (!present) return f;
+  if (e.is_null()) {
+    f.kind = PyField::NULL_VALUE;
+  } else if (e.is_string()) {
+    f.kind = PyField::STRING;
+    f.text = e.get_string().value_unsafe();
+  } else {
+    f.kind = PyField::OTHER;
+  }
+  return f;
+}
+
+Field from_python(const PyField &p) {
+  Field f;
+  f.kind = p.kind;
+  if (p.kind == PyField::STRING) f.text = p.text;
+  return f;
+}
+
+// The fields are views into the parsers' buffers, valid until the next parse.
+int parse_insight(Reader &reader, size_t len, Fields &out) {
   const char *data = reader.buf.get();
   if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0) {
     data += 3;
     len -= 3;
   }
+  out.lone_surrogates = false;
   if (!simdjson::validate_utf8(data, len)) return INVALID_UTF8;
+  // simdjson would skip a second byte order mark; Python's json rejects one after decoding.
+  if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0) return INVALID_JSON;
   simdjson::dom::element root;
-  if (reader.parser.parse(data, len, false).get(root) != simdjson::SUCCESS) return INVALID_JSON;
+  if (reader.parser.parse(data, len, false).get(root) != simdjson::SUCCESS) {
+    // Not RFC 8259 JSON; Python's json may still read it (NaN, 1e400, huge integers, lone surrogates).
+    switch (reader.python.parse(data, len)) {
+      case PythonJson::INVALID:
+        return INVALID_JSON;
+      case PythonJson::NOT_OBJECT:
+        return NOT_OBJECT;
+      case PythonJson::OBJECT:
+        break;
+    }
+    const PythonJson &py = reader.python;
+    int reason = decide(from_python(py.content), from_python(py.topic), from_python(py.user), out);
+    if (reason < 0)
+      out.lone_surrogates = py.content.surrogates || (py.topic.kind == PyField::STRING && py.topic.surrogates) ||
+                            (py.user.kind == PyField::STRING && py.user.surrogates);
+    return reason;
+  }
   simdjson::dom::object obj;
   if (root.get_object().get(obj) != simdjson::SUCCESS) return NOT_OBJECT;
   simdjson::dom::element c, t, u;
@@ -432,21 +492,7 @@ int parse_insight(Reader &reader, size_t len, std::string_view &topic, std::stri
       has_u = true;
     }
   }
-  if (!has_c || c.is_null()) return NO_CONTENT;
-  if (c.is_string() && c.get_string().value_unsafe().empty()) return NO_CONTENT;
-  topic = "general";
-  user = "user";
-  if (!c.is_string()) return WRONG_TYPE;
-  content = c.get_string().value_unsafe();
-  if (has_t && !t.is_null()) {
-    if (!t.is_string()) return WRONG_TYPE;
-    topic = t.get_string().value_unsafe();
-  }
-  if (has_u && !u.is_null()) {
-    if (!u.is_string()) return WRONG_TYPE;
-    user = u.get_string().value_unsafe();
-  }
-  return -1;
+  return decide(from_simdjson(c, has_c), from_simdjson(t, has_t), from_simdjson(u, has_u), out);
 }
 
 std::string join(const Dir &dir, const char *name) {
@@ -458,11 +504,10 @@ std::string join(const Dir &dir, const char *name) {
 InsightParser::InsightParser(size_t max_depth) : reader_(new Reader(max_depth)) {}
 InsightParser::~InsightParser() = default;
 
-int InsightParser::parse(const char *data, size_t len, std::string_view &topic, std::string_view &content,
-                         std::string_view &user) {
+int InsightParser::parse(const char *data, size_t len, Fields &out) {
   reader_->reserve(len);
   if (len) memcpy(reader_->buf.get(), data, len);
-  return parse_insight(*reader_, len, topic, content, user);
+  return parse_insight(*reader_, len, out);
 }
 
 void Pipeline::work() {
@@ -509,16 +554,18 @@ void Pipeline::work() {
           skip(item, EMPTY_FILE);
           continue;
         }
-        std::string_view topic, content, user;
-        int reason = parse_insight(reader, static_cast<size_t>(n), topic, content, user);
+        Fields f;
+        int reason = parse_insight(reader, static_cast<size_t>(n), f);
         if (reason >= 0) {
           skip(item, reason);
           continue;
         }
-        opt_.format(&out.data, topic.data(), topic.size(), content.data(), content.size(), user.data(),
-                    user.size());
+        const size_t at = out.data.size();
+        opt_.format(&out.data, f.topic.data(), f.topic.size(), f.content.data(), f.content.size(), f.user.data(),
+                    f.user.size());
+        if (f.lone_surrogates) opt_.escape_surrogates(&out.data, at);
         out.records++;
-        if (opt_.collect_topics) out.topics.emplace_back(topic);
+        if (opt_.collect_topics) out.topics.emplace_back(f.topic);
       }
       // Reads that blocked show up as voluntary context switches: then another reader pays.
       last_size = out.data.size();

@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "python_json.h"
+
 namespace jf {
 
 // Same order as jenova_fast.prepare.report.SkipReason.
@@ -39,6 +41,16 @@ enum Reason : int {
 // Appends one rendered record (a JSONL line) to `out`; implemented by the Cython writer.
 typedef void (*format_fn)(std::string *out, const char *topic, size_t topic_len, const char *content,
                           size_t content_len, const char *user, size_t user_len);
+// Rewrites each lone surrogate (generalized UTF-8, see python_json.h) in `out` from `from` on as its
+// \udXXX escape; implemented by the Cython writer. Called only for records that hold one.
+typedef void (*escape_fn)(std::string *out, size_t from);
+
+// One insight's fields, views into the parser that read it. Strings are UTF-8, except that a lone
+// surrogate (from a Python-dialect file) is in generalized UTF-8 and then lone_surrogates is set.
+struct Fields {
+  std::string_view topic, content, user;
+  bool lone_surrogates = false;
+};
 
 struct Skip {
   std::string path;
@@ -64,20 +76,20 @@ struct Options {
   // many reads in flight, a warm one no more threads than cores.
   int max_readers = 32;
   format_fn format = nullptr;
+  escape_fn escape_surrogates = nullptr;
 };
 
 struct Batch;
 struct Dir;
 struct Reader;
 
-// One insight file's bytes -> (topic, content, user), or a Reason. The views point into the parser and
-// stay valid until the next call. Exposed on its own for tests and benchmarks.
+// One insight file's bytes -> its Fields (return -1), or a Reason. The views stay valid until the
+// next call. Exposed on its own for tests and benchmarks.
 class InsightParser {
  public:
   explicit InsightParser(size_t max_depth);
   ~InsightParser();
-  int parse(const char *data, size_t len, std::string_view &topic, std::string_view &content,
-            std::string_view &user);
+  int parse(const char *data, size_t len, Fields &out);
 
  private:
   std::unique_ptr<Reader> reader_;

@@ -4,6 +4,8 @@
 Twin of `records.dumps_line` (json.dumps with ensure_ascii=False, compact separators): the bytes must
 match exactly, so the escape table below is Python's: `"` `\\` and the short forms \\b \\f \\n \\r \\t,
 every other byte below 0x20 as \\u00XX in lowercase hex, everything else (UTF-8, DEL) as is.
+A lone surrogate (which only a Python-dialect input file can hold, in generalized UTF-8) is written as its
+\\udXXX escape, as `records.dumps_line` does, so the output stays valid UTF-8.
 """
 
 from libc.stdint cimport uint8_t
@@ -108,6 +110,39 @@ cdef void append_escaped(string* out, const char* s, size_t n) noexcept nogil:
         out.append(s + run, n - run)
 
 
+cdef void escape_surrogates(string* out, size_t start) noexcept nogil:
+    """Rewrites each lone surrogate in `out` from `start` on (bytes ED A0..BF xx: generalized UTF-8, never
+    in valid UTF-8, so nothing else matches) as its six-character \\udXXX escape, lowercase hex."""
+    cdef size_t i = start, n = out.size(), run
+    cdef const char* s = out.data()
+    cdef string fixed
+    cdef unsigned int cp
+    cdef char esc[6]
+    while i + 2 < n and not (<uint8_t>s[i] == 0xED and <uint8_t>s[i + 1] >= 0xA0):
+        i += 1
+    if i + 2 >= n:
+        return
+    fixed.append(s, i)
+    run = i
+    while i + 2 < n:
+        if <uint8_t>s[i] == 0xED and <uint8_t>s[i + 1] >= 0xA0:
+            fixed.append(s + run, i - run)
+            cp = 0xD000 | ((<uint8_t>s[i + 1] & 0x3F) << 6) | (<uint8_t>s[i + 2] & 0x3F)
+            esc[0] = b'\\'
+            esc[1] = b'u'
+            esc[2] = JF_HEX[cp >> 12]
+            esc[3] = JF_HEX[(cp >> 8) & 15]
+            esc[4] = JF_HEX[(cp >> 4) & 15]
+            esc[5] = JF_HEX[cp & 15]
+            fixed.append(esc, 6)
+            i += 3
+            run = i
+        else:
+            i += 1
+    fixed.append(s + run, n - run)
+    out.swap(fixed)
+
+
 cdef void append_insight_record(string* out, const char* topic, size_t topic_len, const char* content,
                                 size_t content_len, const char* user, size_t user_len) noexcept nogil:
     out.append(USER_PREFIX)
@@ -123,21 +158,24 @@ cdef void append_insight_record(string* out, const char* topic, size_t topic_len
 
 def format_insight(str topic, str content, str user) -> bytes:
     """One insight's JSONL line (what the pipeline writes), for embedding and tests."""
-    cdef bytes t = topic.encode("utf-8"), c = content.encode("utf-8"), u = user.encode("utf-8")
+    cdef bytes t = topic.encode("utf-8", "surrogatepass"), c = content.encode("utf-8", "surrogatepass")
+    cdef bytes u = user.encode("utf-8", "surrogatepass")
     cdef string out
     append_insight_record(&out, t, len(t), c, len(c), u, len(u))
+    escape_surrogates(&out, 0)
     return out
 
 
 def format_chat(str user_text, str assistant_text) -> bytes:
     """A user/assistant pair's JSONL line (history records)."""
-    cdef bytes u = user_text.encode("utf-8"), a = assistant_text.encode("utf-8")
+    cdef bytes u = user_text.encode("utf-8", "surrogatepass"), a = assistant_text.encode("utf-8", "surrogatepass")
     cdef string out
     out.append(CHAT_USER)
     append_escaped(&out, u, len(u))
     out.append(CHAT_ASSISTANT)
     append_escaped(&out, a, len(a))
     out.append(END)
+    escape_surrogates(&out, 0)
     return out
 
 

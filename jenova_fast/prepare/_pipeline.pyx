@@ -10,7 +10,7 @@ from libcpp.string cimport string
 from libcpp.string_view cimport string_view
 from libcpp.vector cimport vector
 
-from jenova_fast.prepare._jsonl cimport append_insight_record
+from jenova_fast.prepare._jsonl cimport append_insight_record, escape_surrogates
 from jenova_fast.prepare._jsonl import format_chat, format_insight  # noqa: F401  (re-exported)
 from jenova_fast.prepare.records import MAX_DEPTH
 from jenova_fast.prepare.report import REASONS, ScanStats, Skip
@@ -29,6 +29,11 @@ cdef extern from * nogil:
 cdef extern from "pipeline.h" namespace "jf" nogil:
     ctypedef void (*format_fn)(string* out, const char* topic, size_t topic_len, const char* content,
                                size_t content_len, const char* user, size_t user_len) noexcept nogil
+    ctypedef void (*escape_fn)(string* out, size_t start) noexcept nogil
+
+    cdef cppclass Fields:
+        string_view topic, content, user
+        cbool lone_surrogates
 
     cdef cppclass CSkip "jf::Skip":
         string path
@@ -49,6 +54,7 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
         cbool collect_topics
         size_t max_depth
         format_fn format
+        escape_fn escape_surrogates
 
     cdef cppclass atomic_u64 "std::atomic<uint64_t>":
         uint64_t load()
@@ -58,7 +64,7 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
 
     cdef cppclass InsightParser:
         InsightParser(size_t max_depth) except +
-        int parse(const char* data, size_t length, string_view& topic, string_view& content, string_view& user)
+        int parse(const char* data, size_t length, Fields& out)
 
     int64_t c_count_files "jf::count_files"(const vector[string]& roots, cbool follow_symlinks, const stop_fn& stop) except +
 
@@ -96,6 +102,7 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
     opt.collect_topics = topics is not None
     opt.max_depth = MAX_DEPTH
     opt.format = append_insight_record
+    opt.escape_surrogates = escape_surrogates
     cdef Pipeline* pipeline = new Pipeline(opt)
     cdef Chunk chunk
     cdef int status
@@ -116,7 +123,7 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
                     on_skip(Skip(chunk.skips[i].path.decode("utf-8", "surrogateescape"), REASONS[chunk.skips[i].reason]))
                 if topics is not None:
                     for i in range(chunk.topics.size()):
-                        topics.append(chunk.topics[i].decode("utf-8"))
+                        topics.append(chunk.topics[i].decode("utf-8", "surrogatepass"))
                 if chunk.data.size():
                     if to_fd:
                         with nogil:
@@ -145,14 +152,14 @@ cdef InsightParser* _parser = new InsightParser(MAX_DEPTH)
 
 def parse_insight(bytes data):
     """Twin of `_pipeline_py.parse_insight`: (topic, content, user) or the SkipReason."""
-    cdef string_view topic, content, user
-    cdef int reason = _parser.parse(data, len(data), topic, content, user)
+    cdef Fields f
+    cdef int reason = _parser.parse(data, len(data), f)
     if reason >= 0:
         return REASONS[reason]
     return (
-        topic.data()[:topic.size()].decode("utf-8"),
-        content.data()[:content.size()].decode("utf-8"),
-        user.data()[:user.size()].decode("utf-8"),
+        f.topic.data()[:f.topic.size()].decode("utf-8", "surrogatepass"),
+        f.content.data()[:f.content.size()].decode("utf-8", "surrogatepass"),
+        f.user.data()[:f.user.size()].decode("utf-8", "surrogatepass"),
     )
 
 

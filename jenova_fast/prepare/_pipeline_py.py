@@ -9,46 +9,31 @@ from __future__ import annotations
 import errno
 import functools
 import json
-import math
 import os
-import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
 
 from jenova_fast.prepare._jsonl_py import format_chat, format_insight
 from jenova_fast.prepare.output import write_all
-from jenova_fast.prepare.records import DEFAULT_TOPIC, DEFAULT_USER, MAX_DEPTH, Insight
+from jenova_fast.prepare.records import DEFAULT_TOPIC, DEFAULT_USER, INT_MAX_DIGITS, MAX_DEPTH, Insight
 from jenova_fast.prepare.report import ScanStats, Skip, SkipReason
 
 NOT_INSIGHTS = frozenset({"concerns.json"})
 _BOM = b"\xef\xbb\xbf"
-_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-__all__ = ["Insight", "ScanStats", "count_files", "format_chat", "loads_strict", "parse_insight", "run", "scan"]
+__all__ = ["Insight", "ScanStats", "count_files", "format_chat", "loads", "parse_insight", "run", "scan"]
 
 
 class JSONRejected(ValueError):
-    """The input is not JSON that the native parser (simdjson) would accept."""
+    """Input that `json.loads` reads but a prepare run does not: nesting beyond MAX_DEPTH."""
 
 
 def _int(text: str) -> int:
-    value = int(text)
-    if not -(2**63) <= value < 2**64:
-        raise JSONRejected("integer does not fit in 64 bits")
-    return value
-
-
-def _float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise JSONRejected("number out of range")
-    return value
-
-
-def _constant(text: str) -> float:
-    raise JSONRejected(f"{text} is not JSON")
+    """Python's int() of a JSON integer, with its default digit limit whatever this process has set."""
+    if len(text) - text.startswith("-") > INT_MAX_DIGITS:
+        raise JSONRejected(f"integer of more than {INT_MAX_DIGITS} digits")
+    return int(text)
 
 
 def _depth(value: object) -> int:
@@ -67,35 +52,22 @@ def _depth(value: object) -> int:
     return deepest
 
 
-def _strings(value: object) -> Iterator[str]:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
-            yield from item.keys()
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
-def loads_strict(text: str) -> object:
-    """`json.loads`, but rejecting exactly what simdjson rejects: NaN/Infinity, numbers that do not fit
-    64 bits, lone surrogates, nesting beyond MAX_DEPTH."""
+def loads(text: str) -> object:
+    """`json.loads`, the reference's reader: NaN, Infinity, integers of any size, floats that overflow to
+    inf and lone surrogate escapes are all JSON here. Two limits are fixed rather than left to the running
+    process: integers of at most INT_MAX_DIGITS digits (Python's default), nesting of at most MAX_DEPTH."""
     try:
-        value = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+        value = json.loads(text, parse_int=_int)
     except RecursionError as exc:
         raise JSONRejected("nested too deeply") from exc
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise JSONRejected("nested too deeply")
-    if _ESCAPED_SURROGATE.search(text) and any(_SURROGATE.search(s) for s in _strings(value)):
-        raise JSONRejected("lone surrogate escape")
     return value
 
 
 def parse_insight(data: bytes) -> tuple[str, str, str] | SkipReason:
-    """(topic, content, user) of one insight file's bytes, or why it is not a record."""
+    """(topic, content, user) of one insight file's bytes, or why it is not a record. A UTF-8 byte order
+    mark is allowed (as `json.loads` of the file's bytes allows it)."""
     if data.startswith(_BOM):
         data = data[3:]
     try:
@@ -103,8 +75,8 @@ def parse_insight(data: bytes) -> tuple[str, str, str] | SkipReason:
     except UnicodeDecodeError:
         return SkipReason.INVALID_UTF8
     try:
-        obj = loads_strict(text)
-    except ValueError:  # JSONDecodeError, JSONRejected, int() of a huge literal
+        obj = loads(text)
+    except ValueError:  # JSONDecodeError, JSONRejected
         return SkipReason.INVALID_JSON
     if not isinstance(obj, dict):
         return SkipReason.NOT_OBJECT

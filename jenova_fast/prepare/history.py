@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from jenova_fast.prepare._pipeline_py import loads_strict
+from jenova_fast.prepare._pipeline_py import loads
 from jenova_fast.prepare.report import Skip, SkipReason
 
 
@@ -17,7 +17,7 @@ def iter_history_pairs(path: Path) -> Iterator[tuple[str, str] | Skip]:
                 continue
             where = f"{path}:{number}"
             try:
-                obj = loads_strict(raw.decode("utf-8"))
+                obj = loads(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 yield Skip(where, SkipReason.INVALID_UTF8)
                 continue

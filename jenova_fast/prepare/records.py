@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_TOPIC = "general"
 DEFAULT_USER = "user"
 MAX_DEPTH = 512  # nesting allowed in an input document; the native parser is configured the same
+INT_MAX_DIGITS = 4300  # Python's default int() digit limit: a longer JSON integer fails json.loads
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,20 @@ def chat_record(user_text: str, assistant_text: str) -> dict[str, Any]:
     }
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def dumps_line(record: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON, one line: the output format both implementations must match byte for byte."""
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    """Compact UTF-8 JSON, one line: the output format both implementations must match byte for byte.
+
+    A lone surrogate (an input file may hold "\\ud800", which Python's json reads) is written as its
+    \\udXXX escape, as json.dumps with ensure_ascii writes it, so the line stays valid UTF-8."""
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(_escape_surrogate, text).encode("utf-8")
