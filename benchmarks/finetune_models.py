@@ -104,6 +104,7 @@ SHAPES: dict[str, ModelShape] = {s.key: s for s in (
 
 
 def model_path(folder: str | os.PathLike[str], key: str, qtype: str = "F32", *, tied: bool = False) -> Path:
+    """Where the cache keeps a file: one name per (model, type, layout), so callers can find it without building."""
     return Path(folder) / f"{key}{'-tied' if tied else ''}-{qtype}.gguf"
 
 

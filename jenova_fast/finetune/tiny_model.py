@@ -70,6 +70,7 @@ class Vocabulary:
         return len(self.tokens)
 
     def token_id(self, text: str) -> int:
+        """The id of a token by its text (e.g. a template's end-of-turn marker), ValueError if absent."""
         return self.tokens.index(text)
 
     def padded(self, n_vocab: int) -> Vocabulary:
