@@ -1,6 +1,6 @@
 """CPA peer comparison: the issue's three targets, each side in its own subprocess, one run.
 
-    python -m benchmarks.bench_cpa [--queries 1000000] [--json]
+    python -m benchmarks.bench_cpa [--queries 1000000] [--json] [--baseline-src DIR]
 
 1. counting: `CPA.observe_queries` over N seeded queries of ~12 words vs `collections.Counter` over
    `str.split()` unigrams + bigrams (target: >= 20x faster).
@@ -10,6 +10,11 @@
 
 Each worker prints one JSON line (times and its peak RSS); the table shows them with the ratios.
 Counting times exclude query generation; the CPA side's kernels are loaded from a warmed cache first.
+
+`--baseline-src DIR` also counts with the jenova_fast package found in DIR (an older version, e.g.
+`git archive fab3141 jenova_fast | tar -x -C DIR`, the last one without document frequencies), warmed the
+same way, right before this version: the difference is what the document-frequency and session
+bookkeeping costs.
 """
 
 from __future__ import annotations
@@ -88,6 +93,47 @@ def worker_cpa(n: int, state_dir: str) -> dict:
             "load": load, "state_bytes": path.stat().st_size, "rss_mb": _rss_mb()}
 
 
+def worker_kernel(n: int, state_dir: str, repeat: int = 3) -> dict:
+    """The counting kernel alone (count_hashes over batches tokenized beforehand), best of `repeat`, for
+    this version or an older one (whose kernel has no document or session arrays)."""
+    import numpy as np
+
+    from jenova_fast.cpa import CPA, counters, jit_cache, kernels, unicode_tables
+    from jenova_fast.cpa.config import NGRAM_SKETCH_DEPTH, NGRAM_SKETCH_WIDTH, NGRAM_TOPK, QUERY_BATCH
+
+    queries = make_queries(n)
+    CPA(state_dir)  # binds the warmed cache
+    tables = unicode_tables.tables(Path(state_dir) / "tables")
+    tokenize = jit_cache.ensure("tokenize_queries", state_dir)
+    count = jit_cache.ensure("count_hashes", state_dir)
+    with_docs = len(kernels.SIGNATURES["count_hashes"].args) > 9
+    batches = []
+    for batch in counters._batches(queries, QUERY_BATCH):
+        buf = counters._utf8(batch)
+        ngrams, spans = np.empty(buf.size + 1, np.uint64), np.empty((3, buf.size + 1), np.int64)
+        if with_docs:
+            m, _, docs = tokenize(buf, tables.fold_off, tables.fold_cp, tables.is_word, ngrams, spans[0], spans[1],
+                                  spans[2])
+            batches.append((ngrams[:m], spans[0, :m], spans[1, :m], spans[2, :docs], np.ones(docs, np.int64)))
+        else:
+            m, _ = tokenize(buf, tables.fold_off, tables.fold_cp, tables.is_word, ngrams, spans[0], spans[1])
+            batches.append((ngrams[:m], spans[0, :m], spans[1, :m]))
+    del queries
+    best = best_cpu = float("inf")
+    for _ in range(repeat):
+        hh = counters.HeavyHitters(NGRAM_TOPK, NGRAM_SKETCH_DEPTH, NGRAM_SKETCH_WIDTH)
+        start, cpu = time.perf_counter(), time.process_time()
+        for b in batches:
+            rep = hh.slots[:, kernels.REP_START] if hh.slots.shape[0] == NGRAM_TOPK else hh.slots[kernels.REP_START]
+            rep.fill(-1)  # as count_queries does per batch (a slot per row since schema 3, a field per row before)
+            count(*b, hh.sketch, hh.hashes, hh.slots, hh.heap, hh.native_index(), hh.meta)
+        best = min(best, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    ngrams_total = sum(b[0].size for b in batches)
+    return {"seconds": best, "cpu": best_cpu, "ngrams": ngrams_total, "ns_per_ngram": best / ngrams_total * 1e9,
+            "rss_mb": _rss_mb()}
+
+
 def worker_first_observe(state_dir: str) -> dict:
     queries = make_queries(WARM_QUERIES, seed=1)
     start = time.perf_counter()
@@ -101,12 +147,13 @@ def worker_first_observe(state_dir: str) -> dict:
 
 
 # driver -------------------------------------------------------------------------------------------------
-def _run(*args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def _run(*args: str, src: Path | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO) if src is None else f"{src}{os.pathsep}{REPO}"}
     env.pop("JENOVA_FAST_PURE", None)
     env.pop("NUMBA_DISABLE_JIT", None)
+    # `-m` puts the working directory first on sys.path: run from the baseline's tree so its package wins
     proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_cpa", "--worker", *args], env=env,
-                          capture_output=True, text=True, check=False)
+                          cwd=REPO if src is None else src, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise SystemExit(f"worker {args} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.splitlines()[-1])
@@ -116,13 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_cpa", description=__doc__.split("\n")[0])
     p.add_argument("--queries", type=int, default=1_000_000)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--baseline-src", type=Path, metavar="DIR",
+                   help="also count with the jenova_fast package in DIR (an older version) for comparison")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         kind, *rest = args.worker
         result = {"counter": lambda: worker_counter(int(rest[0])),
                   "cpa": lambda: worker_cpa(int(rest[0]), rest[1]),
-                  "first": lambda: worker_first_observe(rest[0])}[kind]()
+                  "first": lambda: worker_first_observe(rest[0]),
+                  "kernel": lambda: worker_kernel(int(rest[0]), rest[1])}[kind]()
+        import jenova_fast  # after the timed work: the first-observe worker times the import
+
+        result["jenova_fast"] = str(Path(jenova_fast.__file__).parent.parent)  # which tree was timed
         print(json.dumps(result))
         return 0
 
@@ -133,6 +186,18 @@ def main(argv: list[str] | None = None) -> int:
         warm = _run("first", str(cold_dir))  # same dir, new process: loads from cache ahead of the call
         shutil.copytree(cold_dir, count_dir)
         (count_dir / "state.npz").unlink()
+        baseline = kernel = kernel_base = None
+        if args.baseline_src is not None:
+            args.baseline_src = args.baseline_src.resolve()
+            if not (args.baseline_src / "jenova_fast" / "cpa").is_dir():
+                raise SystemExit(f"--baseline-src {args.baseline_src} holds no jenova_fast/cpa; extract one with "
+                                 f"`git archive <commit> jenova_fast | tar -x -C {args.baseline_src}`")
+            base_dir = tmp / "baseline"
+            _run("first", str(base_dir), src=args.baseline_src)  # compile the old kernels into its own cache
+            (base_dir / "state.npz").unlink()
+            baseline = _run("cpa", str(args.queries), str(base_dir), src=args.baseline_src)
+            kernel_base = _run("kernel", str(args.queries), str(base_dir), src=args.baseline_src)
+            kernel = _run("kernel", str(args.queries), str(count_dir))
         cpa = _run("cpa", str(args.queries), str(count_dir))
         counter = _run("counter", str(args.queries))
     finally:
@@ -142,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "loadavg": os.getloadavg(), "python": platform.python_version()},
         "counting": {"cpa": cpa, "counter": counter, "speedup": counter["seconds"] / cpa["seconds"],
-                     "speedup_cpu": counter["cpu"] / cpa["cpu"], "target": ">= 20x"},
+                     "speedup_cpu": counter["cpu"] / cpa["cpu"], "target": ">= 20x", "baseline": baseline,
+                     "kernel_only": None if kernel is None else {"cpa": kernel, "baseline": kernel_base}},
         "warm_start": {"cold": cold, "warm": warm, "ratio": warm["first_observe"] / cold["first_observe"],
                        "target": "<= 0.05"},
         "state": {"save_ms": cpa["save"] * 1000, "load_ms": cpa["load"] * 1000, "bytes": cpa["state_bytes"],
@@ -158,6 +224,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{c['speedup']:>9.1f}x  >= 20x")
     print(f"{'  the same in CPU seconds (process_time)':<44}{cpa['cpu']:>16.3f}{counter['cpu']:>14.3f}"
           f"{c['speedup_cpu']:>9.1f}x")
+    if baseline is not None:
+        print(f"  baseline ({args.baseline_src}): {baseline['seconds']:.3f} s wall, {baseline['cpu']:.3f} CPU s; "
+              f"this version {cpa['seconds'] - baseline['seconds']:+.3f} s wall "
+              f"({cpa['seconds'] / baseline['seconds'] - 1:+.1%}), {cpa['cpu'] - baseline['cpu']:+.3f} CPU s "
+              f"({cpa['cpu'] / baseline['cpu'] - 1:+.1%})")
+        assert kernel is not None and kernel_base is not None
+        print(f"  the counting kernel alone (best of 3): {kernel['seconds']:.3f} s vs baseline "
+              f"{kernel_base['seconds']:.3f} s, {kernel['ns_per_ngram']:.1f} vs {kernel_base['ns_per_ngram']:.1f} ns "
+              f"per n-gram ({kernel['seconds'] / kernel_base['seconds'] - 1:+.1%})")
     print(f"{'first observe (s): warm vs empty cache':<44}{warm['first_observe']:>16.4f}"
           f"{cold['first_observe']:>14.3f}{w['ratio']:>10.4f}  <= 0.05")
     print(f"{'state save / load (ms)':<44}{s['save_ms']:>8.1f} / {s['load_ms']:<6.1f}{'':>14}{'':>10}  < 100 each")

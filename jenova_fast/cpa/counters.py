@@ -27,7 +27,7 @@ from jenova_fast.cpa.kernels import (
     REP_START,
     SESS,
     SESSION_ID,
-    SLOT_ROWS,
+    SLOT_FIELDS,
     TOTAL,
     USED,
 )
@@ -69,7 +69,7 @@ class HeavyHitters:
             raise ValueError("sketch width must be a power of two and k positive")
         self.sketch = np.zeros((depth, width), dtype=np.uint32)
         self.hashes = np.zeros(k, dtype=np.uint64)
-        self.slots = np.zeros((SLOT_ROWS, k), dtype=np.int64)
+        self.slots = np.zeros((k, SLOT_FIELDS), dtype=np.int64)
         self.heap = np.zeros(k, dtype=np.int64)
         self.meta = np.zeros(META_SIZE, dtype=np.int64)
         self.texts: list[str] = [""] * k
@@ -112,15 +112,14 @@ class HeavyHitters:
         return self._py_index
 
     def top(self, n: int | None = None) -> list[Counted]:
-        rows = [Counted(self.texts[s], int(self.slots[COUNT, s]), int(self.slots[ERR, s])) for s in range(self.used)]
+        rows = [Counted(self.texts[s], int(self.slots[s, COUNT]), int(self.slots[s, ERR])) for s in range(self.used)]
         rows.sort(key=lambda c: (-c.count, c.text))
         return rows if n is None else rows[:n]
 
     def patterns(self) -> list[Pattern]:
         """Every tracked entry with its document frequency and sessions, in slot order."""
-        cols = self.slots[:, : self.used].tolist()
-        return [Pattern(self.texts[s], cols[COUNT][s], cols[ERR][s], cols[DF][s], cols[DF_ERR][s], cols[SESS][s])
-                for s in range(self.used)]
+        rows = self.slots[: self.used].tolist()
+        return [Pattern(self.texts[s], r[COUNT], r[ERR], r[DF], r[DF_ERR], r[SESS]) for s, r in enumerate(rows)]
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}.{name}": getattr(self, name) for name in self.ARRAYS}
@@ -221,11 +220,11 @@ def count_queries(hh: HeavyHitters, texts: Sequence[str], state_dir: Path | None
             if (numbered := next(batches, None)) is not None:
                 ahead.append(pool.submit(tokenized, *numbered))
             total += int(words)
-            hh.slots[REP_START].fill(-1)
+            hh.slots[:, REP_START].fill(-1)
             count(ngrams, starts, ends, doc_ends, doc_sessions, hh.sketch, hh.hashes, hh.slots, hh.heap,
                   hh.native_index(), hh.meta)
-            for s in np.flatnonzero(hh.slots[REP_START] >= 0).tolist():
-                span = buf[hh.slots[REP_START, s]: hh.slots[REP_END, s]].tobytes()
+            for s in np.flatnonzero(hh.slots[:, REP_START] >= 0).tolist():
+                span = buf[hh.slots[s, REP_START]: hh.slots[s, REP_END]].tobytes()
                 if span.isascii():  # same words as kernels_py.words for ASCII, without the per-character loop
                     hh.texts[s] = " ".join(_ASCII_WORD.findall(span.decode("ascii").lower()))
                 else:
@@ -265,10 +264,10 @@ def count_items(hh: HeavyHitters, hashes: np.ndarray, texts: Sequence[str], stat
         return
     if not len(texts):
         return
-    hh.slots[REP_START].fill(-1)
+    hh.slots[:, REP_START].fill(-1)
     order = np.arange(len(texts), dtype=np.int64)
     jit_cache.ensure("count_hashes", state_dir)(
         np.ascontiguousarray(hashes, dtype=np.uint64), order, order, order + 1, np.zeros(len(texts), np.int64),
         hh.sketch, hh.hashes, hh.slots, hh.heap, hh.native_index(), hh.meta)
-    for s in np.flatnonzero(hh.slots[REP_START] >= 0).tolist():
-        hh.texts[s] = texts[hh.slots[REP_START, s]]
+    for s in np.flatnonzero(hh.slots[:, REP_START] >= 0).tolist():
+        hh.texts[s] = texts[hh.slots[s, REP_START]]

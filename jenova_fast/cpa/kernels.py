@@ -24,15 +24,16 @@ _S27, _S30, _S31, _S32 = _U(27), _U(30), _U(31), _U(32)
 _LOW32 = _U(0xFFFFFFFF)
 _ONE = _U(1)
 
-# rows of the int64 `slots` table of a top-k: count and its overcount bound, heap key, the byte span of the
-# text that stands for it (scratch), document frequency and its overcount bound, the last document that
-# counted (scratch), sessions seen while tracked, the last session that counted (scratch)
-COUNT, ERR, KEY, REP_START, REP_END, DF, DF_ERR, LAST_DOC, SESS, LAST_SESS = range(10)
-SLOT_ROWS = 10
-# entries of its `meta` vector: slots used, ever turned an item away, occurrences, documents counted,
-# the current session's id (0: none yet)
-USED, OVERFLOWED, TOTAL, DOCS, SESSION_ID = range(5)
-META_SIZE = 5
+# fields of a slot, one row of the int64 `slots` table [k, SLOT_FIELDS] of a top-k: count, document
+# frequency, the last document that counted (together: a hit touches one cache line), heap key, sessions
+# seen while tracked, the overcount bounds of count and document frequency, and the byte span of the text
+# that stands for the item (scratch)
+COUNT, DF, LAST_DOC, KEY, SESS, ERR, DF_ERR, REP_START, REP_END = range(9)
+SLOT_FIELDS = 9
+# entries of its `meta` vector: slots used, ever turned an item away, occurrences, documents counted, the
+# current session's id (0: none yet) and its first document
+USED, OVERFLOWED, TOTAL, DOCS, SESSION_ID, SESSION_START = range(6)
+META_SIZE = 6
 
 _BYTES = types.Array(types.uint8, 1, "C", readonly=True)  # np.frombuffer over str.encode() output
 _I64 = types.int64[::1]
@@ -87,11 +88,11 @@ def _fnv_code_point(h, cp):
 @njit(**NUMBA_OPTIONS)
 def _sift_up(heap, slots, pos):
     s = heap[pos]
-    c = slots[KEY, s]
+    c = slots[s, KEY]
     while pos > 0:
         parent = (pos - 1) >> 1
         p = heap[parent]
-        if slots[KEY, p] <= c:
+        if slots[p, KEY] <= c:
             break
         heap[pos] = p
         pos = parent
@@ -101,15 +102,15 @@ def _sift_up(heap, slots, pos):
 @njit(**NUMBA_OPTIONS)
 def _sift_down(heap, slots, pos, n):
     s = heap[pos]
-    c = slots[KEY, s]
+    c = slots[s, KEY]
     while True:
         child = 2 * pos + 1
         if child >= n:
             break
-        if child + 1 < n and slots[KEY, heap[child + 1]] < slots[KEY, heap[child]]:
+        if child + 1 < n and slots[heap[child + 1], KEY] < slots[heap[child], KEY]:
             child += 1
         q = heap[child]
-        if slots[KEY, q] >= c:
+        if slots[q, KEY] >= c:
             break
         heap[pos] = q
         pos = child
@@ -121,9 +122,9 @@ def _true_min_slot(heap, slots, n):
     """Refresh stale keys at the root until the root holds the true minimum count."""
     while True:
         s = heap[0]
-        if slots[KEY, s] == slots[COUNT, s]:
+        if slots[s, KEY] == slots[s, COUNT]:
             return s
-        slots[KEY, s] = slots[COUNT, s]
+        slots[s, KEY] = slots[s, COUNT]
         _sift_down(heap, slots, 0, n)
 
 
@@ -172,9 +173,9 @@ def _sketch_raise(sketch, h, value):
 
 
 @njit(**NUMBA_OPTIONS)
-def _topk_miss(h, i, est, start, end, doc, session, sketch, hashes, slots, heap, index, meta):
+def _topk_miss(h, i, est, start, end, doc, sketch, hashes, slots, heap, index, meta):
     """An occurrence of an untracked h (i: its free index position; est: its sketch estimate after this
-    occurrence) in document `doc` of session `session`. The sketch sees only untracked items (and an
+    occurrence) in document `doc`. The sketch sees only untracked items (and an
     evicted item's count), so a slot's count or the sketch's estimate is always an upper bound.
 
     Document frequency: at most est - 1 earlier occurrences went untracked, so at most est - 1 earlier
@@ -187,40 +188,39 @@ def _topk_miss(h, i, est, start, end, doc, session, sketch, hashes, slots, heap,
         hashes[s] = h
         index[i] = s
         if meta[OVERFLOWED]:
-            slots[COUNT, s] = est
-            slots[ERR, s] = est - 1
+            slots[s, COUNT] = est
+            slots[s, ERR] = est - 1
         else:  # nothing was ever turned away, so this is the first occurrence: exact
-            slots[COUNT, s] = 1
-            slots[ERR, s] = 0
-        slots[KEY, s] = slots[COUNT, s]
-        slots[DF, s] = slots[COUNT, s]
-        slots[DF_ERR, s] = slots[ERR, s]
+            slots[s, COUNT] = 1
+            slots[s, ERR] = 0
+        slots[s, KEY] = slots[s, COUNT]
+        slots[s, DF] = slots[s, COUNT]
+        slots[s, DF_ERR] = slots[s, ERR]
         heap[n] = s
         _sift_up(heap, slots, n)
     else:
         meta[OVERFLOWED] = 1
-        if est <= slots[KEY, heap[0]]:
+        if est <= slots[heap[0], KEY]:
             return
         s = _true_min_slot(heap, slots, n)
-        if est <= slots[COUNT, s]:
+        if est <= slots[s, COUNT]:
             return
-        _sketch_raise(sketch, hashes[s], slots[COUNT, s])
+        _sketch_raise(sketch, hashes[s], slots[s, COUNT])
         _, j = _find(index, hashes, hashes[s])
         _remove(index, hashes, j)
         hashes[s] = h
         _, i = _find(index, hashes, h)
         index[i] = s
-        slots[COUNT, s] = est
-        slots[ERR, s] = est - 1
-        slots[KEY, s] = est
-        slots[DF, s] = est
-        slots[DF_ERR, s] = est - 1
+        slots[s, COUNT] = est
+        slots[s, ERR] = est - 1
+        slots[s, KEY] = est
+        slots[s, DF] = est
+        slots[s, DF_ERR] = est - 1
         _sift_down(heap, slots, 0, n)
-    slots[REP_START, s] = start
-    slots[REP_END, s] = end
-    slots[LAST_DOC, s] = doc
-    slots[SESS, s] = 1
-    slots[LAST_SESS, s] = session
+    slots[s, REP_START] = start
+    slots[s, REP_END] = end
+    slots[s, LAST_DOC] = doc
+    slots[s, SESS] = 1
 
 
 @njit(**NUMBA_OPTIONS)
@@ -338,37 +338,41 @@ def hash_segments(buf, out_hash, out_start, out_end):
 @njit(**NUMBA_OPTIONS)
 def count_hashes(items, starts, ends, doc_ends, doc_session, sketch, hashes, slots, heap, index, meta):
     """One occurrence of each item, in order; (starts, ends) is the span that stands for it. Items
-    doc_ends[d-1]:doc_ends[d] form document d, of session doc_session[d]; documents are numbered on from
-    meta[DOCS].
+    doc_ends[d-1]:doc_ends[d] form document d, of session doc_session[d] (ids never decrease); documents
+    are numbered on from meta[DOCS].
 
     A tracked item counts in its slot, and in its document frequency the first time in a document (and
-    in its sessions the first time in a session); an untracked one updates the sketch (conservative
-    update) and enters the top-k when its estimate beats the minimum. The hot path is written out here
-    rather than called: passing the arrays to a helper per item costs more than the counting."""
+    in its sessions when its last document came before the session's first); an untracked one updates the
+    sketch (conservative update) and enters the top-k when its estimate beats the minimum. The hot path
+    is written out here rather than called: passing the arrays to a helper per item costs more than the
+    counting."""
     mask = index.size - 1
     depth = sketch.shape[0]
     smask = _U(sketch.shape[1] - 1)
     doc = meta[DOCS]
     first = 0
     for d in range(doc_ends.size):
-        session = doc_session[d]
+        if doc_session[d] != meta[SESSION_ID]:
+            meta[SESSION_ID] = doc_session[d]
+            meta[SESSION_START] = doc
+        session_start = meta[SESSION_START]
         stop = doc_ends[d]
+        meta[TOTAL] += stop - first  # per document, not per item: a store the loop need not repeat
         for k in range(first, stop):
             hx = items[k]
-            meta[TOTAL] += 1
             p = np.int64(hx & _U(mask))
             s = index[p]
             while s >= 0 and hashes[s] != hx:
                 p = (p + 1) & mask
                 s = index[p]
             if s >= 0:
-                slots[COUNT, s] += 1
-                if slots[LAST_DOC, s] != doc:  # a query counts once
-                    slots[LAST_DOC, s] = doc
-                    slots[DF, s] += 1
-                    if slots[LAST_SESS, s] != session:
-                        slots[LAST_SESS, s] = session
-                        slots[SESS, s] += 1
+                slots[s, COUNT] += 1
+                last = slots[s, LAST_DOC]
+                if last != doc:  # a query counts once
+                    slots[s, LAST_DOC] = doc
+                    slots[s, DF] += 1
+                    if last < session_start:
+                        slots[s, SESS] += 1
                 continue
             h1 = hx & _LOW32
             h2 = (hx >> _S32) | _ONE
@@ -380,8 +384,8 @@ def count_hashes(items, starts, ends, doc_ends, doc_session, sketch, hashes, slo
                 col = np.int64((h1 + _U(r) * h2) & smask)
                 if np.int64(sketch[r, col]) < est:
                     sketch[r, col] = est
-            if meta[USED] < hashes.size or est > slots[KEY, heap[0]]:
-                _topk_miss(hx, p, est, starts[k], ends[k], doc, session, sketch, hashes, slots, heap, index, meta)
+            if meta[USED] < hashes.size or est > slots[heap[0], KEY]:
+                _topk_miss(hx, p, est, starts[k], ends[k], doc, sketch, hashes, slots, heap, index, meta)
             else:  # turned away without a call: what _topk_miss would do
                 meta[OVERFLOWED] = 1
         first = stop

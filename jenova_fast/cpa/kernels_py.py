@@ -16,9 +16,10 @@ from jenova_fast.cpa.kernels import (
     ERR,
     KEY,
     LAST_DOC,
-    LAST_SESS,
     OVERFLOWED,
     SESS,
+    SESSION_ID,
+    SESSION_START,
     TOTAL,
     USED,
 )
@@ -79,11 +80,11 @@ def _sketch_add(sketch: np.ndarray, h: int) -> int:
 
 def _sift_up(heap: np.ndarray, slots: np.ndarray, pos: int) -> None:
     s = int(heap[pos])
-    c = int(slots[KEY, s])
+    c = int(slots[s, KEY])
     while pos > 0:
         parent = (pos - 1) >> 1
         p = int(heap[parent])
-        if slots[KEY, p] <= c:
+        if slots[p, KEY] <= c:
             break
         heap[pos] = p
         pos = parent
@@ -92,15 +93,15 @@ def _sift_up(heap: np.ndarray, slots: np.ndarray, pos: int) -> None:
 
 def _sift_down(heap: np.ndarray, slots: np.ndarray, pos: int, n: int) -> None:
     s = int(heap[pos])
-    c = int(slots[KEY, s])
+    c = int(slots[s, KEY])
     while True:
         child = 2 * pos + 1
         if child >= n:
             break
-        if child + 1 < n and slots[KEY, heap[child + 1]] < slots[KEY, heap[child]]:
+        if child + 1 < n and slots[heap[child + 1], KEY] < slots[heap[child], KEY]:
             child += 1
         q = int(heap[child])
-        if slots[KEY, q] >= c:
+        if slots[q, KEY] >= c:
             break
         heap[pos] = q
         pos = child
@@ -110,9 +111,9 @@ def _sift_down(heap: np.ndarray, slots: np.ndarray, pos: int, n: int) -> None:
 def _true_min_slot(heap: np.ndarray, slots: np.ndarray, n: int) -> int:
     while True:
         s = int(heap[0])
-        if slots[KEY, s] == slots[COUNT, s]:
+        if slots[s, KEY] == slots[s, COUNT]:
             return s
-        slots[KEY, s] = slots[COUNT, s]
+        slots[s, KEY] = slots[s, COUNT]
         _sift_down(heap, slots, 0, n)
 
 
@@ -125,47 +126,47 @@ def _sketch_raise(sketch: np.ndarray, h: int, value: int) -> None:
             sketch[r, c] = value
 
 
-def topk_add(hh, h: int, text: str, doc: int, session: int) -> None:
-    """One occurrence, in document `doc` of session `session`, into a `HeavyHitters` (sketch + top-k),
-    exactly as kernels.count_hashes."""
+def topk_add(hh, h: int, text: str, doc: int, session_start: int) -> None:
+    """One occurrence, in document `doc` of the session that began at document `session_start`, into a
+    `HeavyHitters` (sketch + top-k), exactly as kernels.count_hashes."""
     sketch, hashes, slots, heap, meta, index = hh.sketch, hh.hashes, hh.slots, hh.heap, hh.meta, hh.py_index
     meta[TOTAL] += 1
     n = int(meta[USED])
     s = index.get(h)
     if s is not None:
-        slots[COUNT, s] += 1
-        if slots[LAST_DOC, s] != doc:
-            slots[LAST_DOC, s] = doc
-            slots[DF, s] += 1
-            if slots[LAST_SESS, s] != session:
-                slots[LAST_SESS, s] = session
-                slots[SESS, s] += 1
+        slots[s, COUNT] += 1
+        last = int(slots[s, LAST_DOC])
+        if last != doc:
+            slots[s, LAST_DOC] = doc
+            slots[s, DF] += 1
+            if last < session_start:
+                slots[s, SESS] += 1
         return
     est = _sketch_add(sketch, h)
     if n < hashes.size:
         s = n
         meta[USED] = n + 1
         if meta[OVERFLOWED]:
-            slots[COUNT, s], slots[ERR, s] = est, est - 1
+            slots[s, COUNT], slots[s, ERR] = est, est - 1
         else:
-            slots[COUNT, s], slots[ERR, s] = 1, 0
-        slots[KEY, s] = slots[COUNT, s]
+            slots[s, COUNT], slots[s, ERR] = 1, 0
+        slots[s, KEY] = slots[s, COUNT]
         heap[n] = s
         _sift_up(heap, slots, n)
     else:
         meta[OVERFLOWED] = 1
-        if est <= slots[KEY, heap[0]]:
+        if est <= slots[heap[0], KEY]:
             return
         s = _true_min_slot(heap, slots, n)
-        if est <= slots[COUNT, s]:
+        if est <= slots[s, COUNT]:
             return
-        _sketch_raise(sketch, int(hashes[s]), int(slots[COUNT, s]))
+        _sketch_raise(sketch, int(hashes[s]), int(slots[s, COUNT]))
         del index[int(hashes[s])]
-        slots[COUNT, s], slots[ERR, s], slots[KEY, s] = est, est - 1, est
+        slots[s, COUNT], slots[s, ERR], slots[s, KEY] = est, est - 1, est
         _sift_down(heap, slots, 0, n)
     # DF bounded like the count: at most est - 1 earlier (untracked) documents held it
-    slots[DF, s], slots[DF_ERR, s] = slots[COUNT, s], slots[ERR, s]
-    slots[LAST_DOC, s], slots[SESS, s], slots[LAST_SESS, s] = doc, 1, session
+    slots[s, DF], slots[s, DF_ERR] = slots[s, COUNT], slots[s, ERR]
+    slots[s, LAST_DOC], slots[s, SESS] = doc, 1
     hashes[s] = h
     index[h] = s
     hh.texts[s] = text
@@ -174,25 +175,31 @@ def topk_add(hh, h: int, text: str, doc: int, session: int) -> None:
 def count_queries(hh, texts: Iterable[str], sessions: Iterable[int]) -> int:
     """Each NUL-separated segment of a query is one document (numbered on from meta[DOCS])."""
     n_words = 0
+    meta = hh.meta
     for text, session in zip(texts, sessions, strict=True):
         for segment in text.split("\x00"):
-            doc = int(hh.meta[DOCS])
+            doc = int(meta[DOCS])
+            if session != meta[SESSION_ID]:
+                meta[SESSION_ID], meta[SESSION_START] = session, doc
             ws = words(segment)
             prev_h = 0
             for j, w in enumerate(ws):
                 n_words += 1
                 h = hash_bytes(w.encode("utf-8", "surrogatepass"))
-                topk_add(hh, h, w, doc, int(session))
+                topk_add(hh, h, w, doc, int(meta[SESSION_START]))
                 if j:
-                    topk_add(hh, pair_hash(prev_h, h), f"{ws[j - 1]} {w}", doc, int(session))
+                    topk_add(hh, pair_hash(prev_h, h), f"{ws[j - 1]} {w}", doc, int(meta[SESSION_START]))
                 prev_h = h
             hh.meta[DOCS] = doc + 1
     return n_words
 
 
-def count_items(hh, hashes: Iterable[int], texts: Iterable[str], session: int = 0) -> None:
-    """Each occurrence is its own document."""
+def count_items(hh, hashes: Iterable[int], texts: Iterable[str]) -> None:
+    """Each occurrence is its own document, all in session 0."""
+    meta = hh.meta
     for h, text in zip(hashes, texts, strict=True):
-        doc = int(hh.meta[DOCS])
-        topk_add(hh, int(h), text, doc, session)
-        hh.meta[DOCS] = doc + 1
+        doc = int(meta[DOCS])
+        if meta[SESSION_ID] != 0:
+            meta[SESSION_ID], meta[SESSION_START] = 0, doc
+        topk_add(hh, int(h), text, doc, int(meta[SESSION_START]))
+        meta[DOCS] = doc + 1

@@ -6,19 +6,21 @@ Layout of `<state>/state.npz` (schema 3), every member a plain NumPy array:
   "queries", "words", "half_life_days", "last_query_time"}` (last_query_time: unix seconds of the latest
   query, null before any; the next query more than `config.SESSION_GAP_SECONDS` away starts a session)
 - `ngrams.*`, `items.*`, `pairs.*`: a `HeavyHitters` each: `sketch` uint32[depth, width], `hashes` uint64[k],
-  `slots` int64[10, k] (rows `kernels.COUNT`..`LAST_SESS`: count, err, heap key, two scratch, document
-  frequency, its err, last document, sessions, last session), `heap` int64[k], `meta` int64[5] (used,
-  overflowed, total, documents, current session id), `texts.blob`/`texts.ends` (UTF-8 strings).
+  `slots` int64[k, 9] (one row per slot, fields `kernels.COUNT`..`REP_END`: count, document frequency,
+  last document, heap key, sessions, count err, df err, two scratch), `heap` int64[k], `meta` int64[6]
+  (used, overflowed, total, documents, current session id, its first document), `texts.blob`/`texts.ends`
+  (UTF-8 strings).
 - `kinds.names.*` + `kinds.counts` int64; `themes.names.*` + `themes.weight` f64 (as of `themes.time`),
   `themes.time` f64 (unix seconds), `themes.count` int64; `functions.names.*` + `functions.ncalls` int64,
   `functions.tottime` f64, `functions.cumtime` f64.
 
 Older schemas are migrated on load. Schema 1 (first release) had no co-access pairs and kept raw theme
-counts without decay times. Schema 2 had no document frequencies or sessions (`slots` int64[5, k],
-`meta` int64[3]): counts are kept as they are; an n-gram's document frequency becomes its count capped at
-the number of queries, with df_err = df - 1 (it was in at least one query); memory items, each access its
-own document, get df = count exactly; sessions start at 0 and count from the first observe after the
-migration. Writes are temp file + fsync + rename; a `lock` file serialises processes.
+counts without decay times. Schema 2 had no document frequencies or sessions (`slots` int64[5, k], a row
+per field: count, err, heap key, two scratch; `meta` int64[3]): counts are kept as they are; an n-gram's
+document frequency becomes its count capped at the number of queries, with df_err = df - 1 (it was in at
+least one query); memory items, each access its own document, get df = count exactly; sessions start at
+0 and count from the first observe after the migration. Writes are temp file + fsync + rename; a `lock`
+file serialises processes.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 
 from jenova_fast.cpa import atomic, config
 from jenova_fast.cpa.counters import HeavyHitters, pack_strings, unpack_strings
-from jenova_fast.cpa.kernels import COUNT, DF, DF_ERR, DOCS, LAST_DOC, LAST_SESS, META_SIZE, SLOT_ROWS, TOTAL
+from jenova_fast.cpa.kernels import COUNT, DF, DF_ERR, DOCS, ERR, KEY, LAST_DOC, META_SIZE, SLOT_FIELDS, TOTAL
 
 log = logging.getLogger(__name__)
 
@@ -138,23 +140,22 @@ def _migrate_2_to_3(members: _Members, header: dict) -> None:
     queries = int(header["queries"])
     for prefix in ("ngrams", "items", "pairs"):
         slots, meta = members[f"{prefix}.slots"], members[f"{prefix}.meta"]
-        if slots.shape[0] == SLOT_ROWS:  # made new by an earlier migration
+        if meta.size == META_SIZE:  # made new by an earlier migration
             continue
-        count = slots[COUNT]
-        grown = np.zeros((SLOT_ROWS, slots.shape[1]), np.int64)
-        grown[: slots.shape[0]] = slots
+        count = slots[0]  # schema 2 rows: count, err, heap key, two scratch
+        grown = np.zeros((slots.shape[1], SLOT_FIELDS), np.int64)
+        grown[:, COUNT], grown[:, ERR], grown[:, KEY] = count, slots[1], slots[2]
         meta3 = np.zeros(META_SIZE, np.int64)
         meta3[: meta.size] = meta
         if prefix == "ngrams":
             # one query per occurrence at most, and no more queries than were counted; at least one held it
-            grown[DF] = np.minimum(count, queries)
-            grown[DF_ERR] = np.maximum(grown[DF] - 1, 0)
+            grown[:, DF] = np.minimum(count, queries)
+            grown[:, DF_ERR] = np.maximum(grown[:, DF] - 1, 0)
             meta3[DOCS] = queries
         else:  # each access is its own document
-            grown[DF] = count
+            grown[:, DF] = count
             meta3[DOCS] = meta[TOTAL]
-        grown[LAST_DOC] = -1
-        grown[LAST_SESS] = -1
+        grown[:, LAST_DOC] = -1
         members[f"{prefix}.slots"], members[f"{prefix}.meta"] = grown, meta3
     header.setdefault("last_query_time", None)
 
