@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -64,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, help="write train and held-out loss against steps to a PNG")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     return p
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _stride(text: str) -> int | str:
@@ -132,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         gpu_layers=args.gpu_layers, memory_available=args.max_memory, eval_data=args.eval_data, plot=args.plot,
     )
     display = None if args.quiet else ProgressDisplay(sys.stderr)
+    signal.signal(signal.SIGTERM, _interrupt)  # a polite kill ends like Ctrl-C: cleanly, nothing written
     try:
         report = finetune(config, progress=display)
     except FinetuneError as exc:

@@ -10,10 +10,13 @@ ggml_opt_* functions, so both are declared here against the shipped libraries.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -195,6 +198,35 @@ class _ParamFilter:
 ParamFilter = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p)
 
 
+class _DeferredSignals(contextlib.AbstractContextManager["_DeferredSignals"]):
+    """While llama.cpp runs a chunk, SIGINT/SIGTERM are only noted: Python cannot raise into C frames (in a
+    ctypes callback the exception is printed and dropped). `check()` between chunks hands a noted signal to
+    the handler that was installed before (KeyboardInterrupt for Ctrl-C), with nothing yet saved."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.pending: list[int] = []
+
+    def __enter__(self) -> _DeferredSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                handler = signal.getsignal(signum)
+                if callable(handler):  # leave SIG_IGN / SIG_DFL as the application set them
+                    self.previous[signum] = signal.signal(signum, lambda n, _f: self.pending.append(n))
+        return self
+
+    def check(self) -> None:
+        while self.pending:
+            signum = self.pending.pop(0)
+            self.previous[signum](signum, None)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
 def train_inprocess(
     base: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -284,9 +316,11 @@ def train_inprocess(
             split = len(rows) if train else 0
             lib.llama_opt_epoch(ctx, dataset, result_train, result_eval, split,
                                 callback if train else null_callback, null_callback if train else callback)
+            signals.check()
             if errors:
                 raise errors[0]
 
+        signals = _DeferredSignals().__enter__()
         try:
             for epoch in range(epochs):
                 windows = train_windows(epoch)
@@ -311,6 +345,7 @@ def train_inprocess(
                 log.info("epoch %d/%d: train loss %.4f acc %.1f%%, held-out loss %.4f acc %.1f%%", epoch + 1,
                          epochs, train_loss, 100 * train_acc, eval_loss, 100 * eval_acc)
         finally:
+            signals.__exit__()
             lib.ggml_opt_result_free(result_train)
             lib.ggml_opt_result_free(result_eval)
             datasets.free()
