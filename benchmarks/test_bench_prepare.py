@@ -50,7 +50,7 @@ def test_walk(benchmark, impl, store):
 
 def test_parse(benchmark, impl):
     pipeline, _ = impl
-    topic, content, user = benchmark(pipeline.parse_insight, SAMPLE)
+    topic, content, user, _, _ = benchmark(pipeline.parse_insight, SAMPLE)
     assert (topic, user) == ("café ☕ culture", "josé") and content.endswith("😀. ")
 
 

@@ -42,7 +42,8 @@ int errno_reason(int err) {
 struct Dir {
   int fd;
   std::string path;
-  Dir(int fd_, std::string path_) : fd(fd_), path(std::move(path_)) {}
+  size_t root_len;  // the length of its root's path: the rest is the path relative to the store
+  Dir(int fd_, std::string path_, size_t root_len_) : fd(fd_), path(std::move(path_)), root_len(root_len_) {}
   ~Dir() {
     if (fd >= 0) close(fd);
   }
@@ -214,7 +215,7 @@ void Pipeline::walk_root(const std::string &root) {
       return false;
     }
     Level level;
-    level.dir = std::make_shared<Dir>(fd, path);
+    level.dir = std::make_shared<Dir>(fd, path, root.size());
     level.dev = st.st_dev;
     level.ino = st.st_ino;
     if (!list_sorted(fd, level.names)) {
@@ -225,7 +226,7 @@ void Pipeline::walk_root(const std::string &root) {
     return true;
   };
   // The root is reported by its own path: its parent is a pseudo-directory whose path is empty.
-  auto top = std::make_shared<Dir>(-1, std::string());
+  auto top = std::make_shared<Dir>(-1, std::string(), 0);
   if (!open_dir(AT_FDCWD, root, root, true, top)) return;
   while (!stack.empty()) {
     if (cancelled_.load(std::memory_order_relaxed)) return;
@@ -415,7 +416,7 @@ struct Field {
 
 // The reference's rules, whichever parser read the file: `content` must be a non-empty string; a
 // missing or null topic/user takes its default; any other type is wrong_type.
-int decide(const Field &c, const Field &t, const Field &u, Fields &out) {
+int decide(const Field &c, const Field &t, const Field &u, const Field &id, const Field &ts, Fields &out) {
   if (c.kind == PyField::ABSENT || c.kind == PyField::NULL_VALUE) return NO_CONTENT;
   if (c.kind == PyField::STRING && c.text.empty()) return NO_CONTENT;
   if (c.kind != PyField::STRING) return WRONG_TYPE;
@@ -423,6 +424,10 @@ int decide(const Field &c, const Field &t, const Field &u, Fields &out) {
   out.content = c.text;
   out.topic = t.kind == PyField::STRING ? t.text : std::string_view("general");
   out.user = u.kind == PyField::STRING ? u.text : std::string_view("user");
+  out.has_cortex_id = id.kind == PyField::STRING;
+  out.cortex_id = out.has_cortex_id ? id.text : std::string_view();
+  out.has_timestamp = ts.kind == PyField::STRING;
+  out.timestamp = out.has_timestamp ? ts.text : std::string_view();
   return -1;
 }
 
@@ -470,16 +475,18 @@ int parse_insight(Reader &reader, size_t len, Fields &out) {
         break;
     }
     const PythonJson &py = reader.python;
-    int reason = decide(from_python(py.content), from_python(py.topic), from_python(py.user), out);
-    if (reason < 0)
-      out.lone_surrogates = py.content.surrogates || (py.topic.kind == PyField::STRING && py.topic.surrogates) ||
-                            (py.user.kind == PyField::STRING && py.user.surrogates);
+    int reason = decide(from_python(py.content), from_python(py.topic), from_python(py.user),
+                        from_python(py.cortex_id), from_python(py.timestamp), out);
+    if (reason < 0) {
+      for (const PyField *f : {&py.content, &py.topic, &py.user, &py.timestamp})
+        out.lone_surrogates = out.lone_surrogates || (f->kind == PyField::STRING && f->surrogates);
+    }
     return reason;
   }
   simdjson::dom::object obj;
   if (root.get_object().get(obj) != simdjson::SUCCESS) return NOT_OBJECT;
-  simdjson::dom::element c, t, u;
-  bool has_c = false, has_t = false, has_u = false;
+  simdjson::dom::element c, t, u, id, ts;
+  bool has_c = false, has_t = false, has_u = false, has_id = false, has_ts = false;
   for (auto field : obj) {  // the last of duplicate keys wins, as in Python's json
     if (field.key == "content") {
       c = field.value;
@@ -490,13 +497,56 @@ int parse_insight(Reader &reader, size_t len, Fields &out) {
     } else if (field.key == "user") {
       u = field.value;
       has_u = true;
+    } else if (field.key == "cortex_id") {
+      id = field.value;
+      has_id = true;
+    } else if (field.key == "timestamp") {
+      ts = field.value;
+      has_ts = true;
     }
   }
-  return decide(from_simdjson(c, has_c), from_simdjson(t, has_t), from_simdjson(u, has_u), out);
+  return decide(from_simdjson(c, has_c), from_simdjson(t, has_t), from_simdjson(u, has_u),
+                from_simdjson(id, has_id), from_simdjson(ts, has_ts), out);
 }
 
 std::string join(const Dir &dir, const char *name) {
   return dir.path.empty() ? std::string(name) : dir.path + "/" + name;
+}
+
+// A path relative to its store root (leading slashes dropped, as the pure twin does).
+std::string_view relative(std::string_view full, size_t root_len) {
+  full.remove_prefix(std::min(root_len, full.size()));
+  while (!full.empty() && full.front() == '/') full.remove_prefix(1);
+  return full;
+}
+
+// A file name's bytes as Python's os.fsdecode sees them: valid UTF-8 as is, every other byte b as the
+// lone surrogate U+DC00+b (surrogateescape), here in generalized UTF-8. Returns whether any was.
+bool surrogateescape(std::string_view in, std::string &out) {
+  out.clear();
+  bool escaped = false;
+  const auto *p = reinterpret_cast<const unsigned char *>(in.data());
+  const auto *end = p + in.size();
+  while (p < end) {
+    unsigned char c = *p;
+    size_t n = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+    bool ok = n > 0 && static_cast<size_t>(end - p) >= n;
+    for (size_t i = 1; ok && i < n; i++) ok = (p[i] & 0xC0) == 0x80;
+    if (ok && n == 3) ok = !(c == 0xE0 && p[1] < 0xA0) && !(c == 0xED && p[1] >= 0xA0);  // overlong, surrogate
+    if (ok && n == 4) ok = !(c == 0xF0 && p[1] < 0x90) && !(c == 0xF4 && p[1] >= 0x90);  // overlong, > U+10FFFF
+    if (ok) {
+      out.append(reinterpret_cast<const char *>(p), n);
+      p += n;
+      continue;
+    }
+    uint32_t cp = 0xDC00 + c;  // U+DC80..U+DCFF as 3 bytes
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    escaped = true;
+    p++;
+  }
+  return escaped;
 }
 
 }  // namespace
@@ -513,6 +563,7 @@ int InsightParser::parse(const char *data, size_t len, Fields &out) {
 void Pipeline::work() {
   try {
     Reader reader(opt_.max_depth);
+    std::string full, fsdecoded;  // a record's path and its os.fsdecode form, only when needed
     size_t last_size = 0;  // the previous batch's output: one allocation per batch, not a dozen regrowths
     for (;;) {
       std::shared_ptr<Batch> batch;
@@ -560,12 +611,40 @@ void Pipeline::work() {
           skip(item, reason);
           continue;
         }
-        const size_t at = out.data.size();
-        opt_.format(&out.data, f.topic.data(), f.topic.size(), f.content.data(), f.content.size(), f.user.data(),
-                    f.user.size());
-        if (f.lone_surrogates) opt_.escape_surrogates(&out.data, at);
+        full.clear();
+        if (!opt_.drop.empty() || opt_.collect_fields) {
+          full = join(batch->dir(item), batch->name(item));
+          if (!opt_.drop.empty() && opt_.drop.count(full)) {
+            out.dropped++;
+            continue;
+          }
+          if (opt_.collect_fields) {
+            out.fields.emplace_back(full);
+            out.fields.emplace_back(f.timestamp);
+            out.fields.emplace_back(f.content);
+            out.records++;
+            continue;
+          }
+        }
+        std::string_view rel;
+        if (opt_.metadata || opt_.eval_fraction > 0) {
+          if (full.empty()) full = join(batch->dir(item), batch->name(item));
+          rel = relative(full, batch->dir(item).root_len);
+        }
+        bool held = opt_.eval_fraction > 0 &&
+                    held_out(f.has_cortex_id && !f.cortex_id.empty() ? f.cortex_id : rel, opt_.eval_fraction);
+        f.path = rel;
+        if (opt_.metadata && surrogateescape(rel, fsdecoded)) {
+          f.path = fsdecoded;
+          f.lone_surrogates = true;
+        }
+        std::string &dest = held ? out.eval_data : out.data;
+        const size_t at = dest.size();
+        opt_.format(&dest, f, opt_.output_format, opt_.metadata);
+        if (f.lone_surrogates) opt_.escape_surrogates(&dest, at);
         out.records++;
-        if (opt_.collect_topics) out.topics.emplace_back(f.topic);
+        out.eval_records += held;
+        if (opt_.collect_topics && !held) out.topics.emplace_back(f.topic);  // what --balance-topics filters
       }
       // Reads that blocked show up as voluntary context switches: then another reader pays.
       last_size = out.data.size();

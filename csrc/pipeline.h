@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "python_json.h"
@@ -38,19 +39,43 @@ enum Reason : int {
   SYMLINK_LOOP,
 };
 
-// Appends one rendered record (a JSONL line) to `out`; implemented by the Cython writer.
-typedef void (*format_fn)(std::string *out, const char *topic, size_t topic_len, const char *content,
-                          size_t content_len, const char *user, size_t user_len);
+// One insight's fields, views into the parser that read it (and the walker's path). Strings are UTF-8,
+// except that a lone surrogate (from a Python-dialect file, or a file name that is not UTF-8, kept as
+// Python's surrogateescape would) is in generalized UTF-8, and then lone_surrogates is set.
+struct Fields {
+  std::string_view topic, content, user;
+  std::string_view cortex_id, timestamp;  // empty unless has_* (present and a string)
+  std::string_view path;                  // relative to its store root
+  bool has_cortex_id = false, has_timestamp = false;
+  bool lone_surrogates = false;
+};
+
+// Output formats, as jenova_fast.prepare.records.FORMATS (`text` is rendered from `messages` in Python).
+enum Format : int { MESSAGES = 0, SHAREGPT, ALPACA, PROMPT_COMPLETION };
+
+// Appends one rendered record (a JSONL line) to `out`; implemented by the Cython writer. With `metadata`
+// the record carries {"source": "insights", "path", "timestamp"}.
+typedef void (*format_fn)(std::string *out, const Fields &fields, int format, bool metadata);
 // Rewrites each lone surrogate (generalized UTF-8, see python_json.h) in `out` from `from` on as its
 // \udXXX escape; implemented by the Cython writer. Called only for records that hold one.
 typedef void (*escape_fn)(std::string *out, size_t from);
 
-// One insight's fields, views into the parser that read it. Strings are UTF-8, except that a lone
-// surrogate (from a Python-dialect file) is in generalized UTF-8 and then lone_surrogates is set.
-struct Fields {
-  std::string_view topic, content, user;
-  bool lone_surrogates = false;
-};
+// Whether an insight goes to the held-out set: a hash of its identity (cortex_id, else its path
+// relative to the store), so it never changes side as the store grows. FNV-1a 64 finished by
+// murmur3's fmix64; the top 53 bits as a fraction in [0, 1) below `fraction`.
+inline bool held_out(std::string_view identity, double fraction) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : identity) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0) < fraction;
+}
 
 struct Skip {
   std::string path;
@@ -59,9 +84,13 @@ struct Skip {
 
 struct Chunk {
   std::string data;
+  std::string eval_data;  // the held-out records, when Options::eval_fraction > 0
   std::vector<Skip> skips;
-  std::vector<std::string> topics;  // each record's topic, when Options::collect_topics
-  uint64_t files = 0, bytes = 0, records = 0, ignored = 0;
+  std::vector<std::string> topics;  // each record's topic in `data`, when Options::collect_topics
+  // Options::collect_fields: per record its full path, timestamp ("" when absent) and content, and no
+  // rendered output (what --dedup decides on).
+  std::vector<std::string> fields;
+  uint64_t files = 0, bytes = 0, records = 0, eval_records = 0, ignored = 0, dropped = 0;
 };
 
 struct Options {
@@ -77,6 +106,11 @@ struct Options {
   int max_readers = 32;
   format_fn format = nullptr;
   escape_fn escape_surrogates = nullptr;
+  int output_format = MESSAGES;
+  bool metadata = false;
+  double eval_fraction = 0.0;  // > 0: held-out records go to Chunk::eval_data
+  bool collect_fields = false;
+  std::unordered_set<std::string> drop;  // full paths of valid insights to leave out (--dedup)
 };
 
 struct Batch;

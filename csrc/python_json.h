@@ -5,7 +5,8 @@
 // default), floats that overflow to infinity (1e400), and lone surrogate escapes such as "\ud800".
 // simdjson stays the fast path; a file it rejects is parsed again here, so valid JSON pays nothing.
 // This parser follows CPython's C scanner (Modules/_json.c) token for token, and reports the top-level
-// object's "content", "topic" and "user" (the last of duplicate keys wins, as in a Python dict).
+// object's "content", "topic", "user", "cortex_id" and "timestamp" (the last of duplicate keys wins, as
+// in a Python dict).
 //
 // Strings are decoded to UTF-8, except that a lone surrogate is kept as its 3-byte generalized UTF-8
 // form (ED A0..BF xx, "WTF-8"); valid UTF-8 never holds those bytes, so the writer can find them and
@@ -35,12 +36,12 @@ class PythonJson {
 
   explicit PythonJson(size_t max_depth) : max_depth_(max_depth) {}
 
-  // Parses `len` bytes of valid UTF-8 (the caller checked). On OBJECT, content/topic/user hold the
-  // top-level fields.
+  // Parses `len` bytes of valid UTF-8 (the caller checked). On OBJECT, the fields below hold the
+  // document's own.
   Result parse(const char *data, size_t len) {
     p_ = reinterpret_cast<const unsigned char *>(data);
     end_ = p_ + len;
-    content.kind = topic.kind = user.kind = PyField::ABSENT;
+    content.kind = topic.kind = user.kind = cortex_id.kind = timestamp.kind = PyField::ABSENT;
     skip_ws();
     if (p_ == end_) return INVALID;
     const bool object = *p_ == '{';
@@ -50,7 +51,7 @@ class PythonJson {
     return object ? OBJECT : NOT_OBJECT;
   }
 
-  PyField content, topic, user;
+  PyField content, topic, user, cortex_id, timestamp;
 
  private:
   const unsigned char *p_ = nullptr, *end_ = nullptr;
@@ -264,7 +265,12 @@ class PythonJson {
       if (p_ == end_ || *p_ != '"') return false;
       key_.clear();
       if (!string(&key_)) return false;
-      PyField *into = key_ == "content" ? &content : key_ == "topic" ? &topic : key_ == "user" ? &user : nullptr;
+      PyField *into = key_ == "content"     ? &content
+                      : key_ == "topic"     ? &topic
+                      : key_ == "user"      ? &user
+                      : key_ == "cortex_id" ? &cortex_id
+                      : key_ == "timestamp" ? &timestamp
+                                            : nullptr;
       if (!colon_then_value(1, into)) return false;
       int next = after_item('}');
       if (next <= 0) return next == 0;

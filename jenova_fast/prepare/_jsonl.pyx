@@ -39,22 +39,24 @@ cdef void _init_tables() noexcept:
 
 _init_tables()
 
-cdef bytes _USER_PREFIX = ('{"messages":[{"role":"user","content":"' + _records.USER_PREFIX).encode()
-cdef bytes _USER_SUFFIX = (_records.USER_SUFFIX + '"},{"role":"assistant","content":"'
-                           + _records.ASSISTANT_PREFIX).encode()
-cdef bytes _ASSISTANT_MIDDLE = _records.ASSISTANT_MIDDLE.encode()
-cdef bytes _ASSISTANT_SUFFIX = _records.ASSISTANT_SUFFIX.encode()
-cdef bytes _CHAT_USER = b'{"messages":[{"role":"user","content":"'
-cdef bytes _CHAT_ASSISTANT = b'"},{"role":"assistant","content":"'
-cdef bytes _END = b'"}]}\n'
+# Each output format is its literal head, middle and tail around the user's and the assistant's text
+# (records.FORMATS, in that order); the metadata object, when asked for, comes before the closing brace.
+cdef string HEAD[4]
+cdef string MIDDLE[4]
+cdef string TAIL[4]
+for _i, _name in enumerate(_records.FORMATS[:4]):
+    HEAD[_i], MIDDLE[_i], TAIL[_i] = (part.encode() for part in _records.format_layout(_name))
 
-cdef string USER_PREFIX = _USER_PREFIX
-cdef string USER_SUFFIX = _USER_SUFFIX
-cdef string ASSISTANT_MIDDLE = _ASSISTANT_MIDDLE
-cdef string ASSISTANT_SUFFIX = _ASSISTANT_SUFFIX
-cdef string CHAT_USER = _CHAT_USER
-cdef string CHAT_ASSISTANT = _CHAT_ASSISTANT
-cdef string END = _END
+cdef string USER_PREFIX = _records.USER_PREFIX.encode()
+cdef string USER_SUFFIX = _records.USER_SUFFIX.encode()
+cdef string ASSISTANT_PREFIX = _records.ASSISTANT_PREFIX.encode()
+cdef string ASSISTANT_MIDDLE = _records.ASSISTANT_MIDDLE.encode()
+cdef string ASSISTANT_SUFFIX = _records.ASSISTANT_SUFFIX.encode()
+cdef string META_SOURCE = b',"metadata":{"source":"'
+cdef string META_PATH = b'","path":"'
+cdef string META_TIMESTAMP = b'","timestamp":'
+cdef string INSIGHTS = b"insights"
+cdef string END = b"}\n"
 
 
 cdef extern from *:
@@ -143,38 +145,100 @@ cdef void escape_surrogates(string* out, size_t start) noexcept nogil:
     out.swap(fixed)
 
 
-cdef void append_insight_record(string* out, const char* topic, size_t topic_len, const char* content,
-                                size_t content_len, const char* user, size_t user_len) noexcept nogil:
+cdef inline void append_metadata(string* out, const Parts* r) noexcept nogil:
+    out.append(META_SOURCE)
+    append_escaped(out, r.source.data, r.source.size)
+    out.append(META_PATH)
+    append_escaped(out, r.path.data, r.path.size)
+    out.append(META_TIMESTAMP)
+    if r.has_timestamp:
+        out.push_back(b'"')
+        append_escaped(out, r.timestamp.data, r.timestamp.size)
+        out.append(b'"}', 2)
+    else:
+        out.append(b"null}", 5)
+
+
+cdef void append_insight_record(string* out, const Parts* r, int fmt, bint metadata) noexcept nogil:
+    """An insight's record: the reference's question and answer with its fields, in format `fmt`."""
+    out.append(HEAD[fmt])
     out.append(USER_PREFIX)
-    append_escaped(out, topic, topic_len)
+    append_escaped(out, r.topic.data, r.topic.size)
     out.append(USER_SUFFIX)
-    append_escaped(out, user, user_len)
+    out.append(MIDDLE[fmt])
+    out.append(ASSISTANT_PREFIX)
+    append_escaped(out, r.user.data, r.user.size)
     out.append(ASSISTANT_MIDDLE)
-    append_escaped(out, topic, topic_len)
+    append_escaped(out, r.topic.data, r.topic.size)
     out.append(ASSISTANT_SUFFIX)
-    append_escaped(out, content, content_len)
+    append_escaped(out, r.content.data, r.content.size)
+    out.append(TAIL[fmt])
+    if metadata:
+        append_metadata(out, r)
     out.append(END)
 
 
-def format_insight(str topic, str content, str user) -> bytes:
-    """One insight's JSONL line (what the pipeline writes), for embedding and tests."""
-    cdef bytes t = topic.encode("utf-8", "surrogatepass"), c = content.encode("utf-8", "surrogatepass")
-    cdef bytes u = user.encode("utf-8", "surrogatepass")
+cdef void append_chat_record(string* out, Text user_text, Text assistant_text, int fmt,
+                             const Parts* metadata) noexcept nogil:
+    """A user/assistant pair's record in format `fmt`, with `metadata` (source, path, timestamp) if given."""
+    out.append(HEAD[fmt])
+    append_escaped(out, user_text.data, user_text.size)
+    out.append(MIDDLE[fmt])
+    append_escaped(out, assistant_text.data, assistant_text.size)
+    out.append(TAIL[fmt])
+    if metadata != NULL:
+        append_metadata(out, metadata)
+    out.append(END)
+
+
+cdef Text _text(bytes b):
+    cdef Text t
+    t.data = b
+    t.size = len(b)
+    return t
+
+
+cdef bytes _utf8(str s):
+    return s.encode("utf-8", "surrogatepass")
+
+
+cdef int _format_id(str fmt) except -1:
+    try:
+        return _records.FORMATS.index(fmt)
+    except ValueError:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(_records.FORMATS[:4])}") from None
+
+
+def format_insight(str topic, str content, str user, str fmt="messages", metadata=None) -> bytes:
+    """One insight's JSONL line (what the pipeline writes), for embedding and tests. `metadata`: None or
+    (source, path, timestamp or None)."""
+    cdef bytes t = _utf8(topic), c = _utf8(content), u = _utf8(user), src = b"", p = b"", ts = b""
+    cdef Parts r
+    r.topic, r.content, r.user = _text(t), _text(c), _text(u)
+    r.has_timestamp = False
+    if metadata is not None:
+        src, p = _utf8(metadata[0]), _utf8(metadata[1])
+        r.has_timestamp = metadata[2] is not None
+        ts = _utf8(metadata[2]) if r.has_timestamp else b""
+    r.source, r.path, r.timestamp = _text(src), _text(p), _text(ts)
     cdef string out
-    append_insight_record(&out, t, len(t), c, len(c), u, len(u))
+    append_insight_record(&out, &r, _format_id(fmt), metadata is not None)
     escape_surrogates(&out, 0)
     return out
 
 
-def format_chat(str user_text, str assistant_text) -> bytes:
-    """A user/assistant pair's JSONL line (history records)."""
-    cdef bytes u = user_text.encode("utf-8", "surrogatepass"), a = assistant_text.encode("utf-8", "surrogatepass")
+def format_chat(str user_text, str assistant_text, str fmt="messages", metadata=None) -> bytes:
+    """A user/assistant pair's JSONL line (history, assumptions, cortex records)."""
+    cdef bytes u = _utf8(user_text), a = _utf8(assistant_text), src = b"", p = b"", ts = b""
+    cdef Parts r
+    r.has_timestamp = False
+    if metadata is not None:
+        src, p = _utf8(metadata[0]), _utf8(metadata[1])
+        r.has_timestamp = metadata[2] is not None
+        ts = _utf8(metadata[2]) if r.has_timestamp else b""
+    r.source, r.path, r.timestamp = _text(src), _text(p), _text(ts)
     cdef string out
-    out.append(CHAT_USER)
-    append_escaped(&out, u, len(u))
-    out.append(CHAT_ASSISTANT)
-    append_escaped(&out, a, len(a))
-    out.append(END)
+    append_chat_record(&out, _text(u), _text(a), _format_id(fmt), &r if metadata is not None else NULL)
     escape_surrogates(&out, 0)
     return out
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 
-from jenova_fast.prepare.records import chat_record, dumps_line, insight_messages
+from jenova_fast.prepare.records import Metadata, chat_record, dumps_line, insight_answer, insight_question
 
 
-def format_insight(topic: str, content: str, user: str) -> bytes:
-    return dumps_line(insight_messages(topic, content, user))
+def format_insight(
+    topic: str, content: str, user: str, fmt: str = "messages", metadata: Metadata | None = None
+) -> bytes:
+    return dumps_line(chat_record(insight_question(topic), insight_answer(topic, content, user), fmt, metadata))
 
 
-def format_chat(user_text: str, assistant_text: str) -> bytes:
-    return dumps_line(chat_record(user_text, assistant_text))
+def format_chat(user_text: str, assistant_text: str, fmt: str = "messages", metadata: Metadata | None = None) -> bytes:
+    return dumps_line(chat_record(user_text, assistant_text, fmt, metadata))
 
 
 def escape(text: bytes) -> bytes:

@@ -8,12 +8,26 @@ from libc.stdint cimport int64_t, uint64_t
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
 from libcpp.string_view cimport string_view
+from libcpp.unordered_set cimport unordered_set
 from libcpp.vector cimport vector
 
-from jenova_fast.prepare._jsonl cimport append_insight_record, escape_surrogates
+from jenova_fast.prepare._jsonl cimport Parts, append_insight_record, escape_surrogates
 from jenova_fast.prepare._jsonl import format_chat, format_insight  # noqa: F401  (re-exported)
-from jenova_fast.prepare.records import MAX_DEPTH
+from jenova_fast.prepare.records import FORMATS, MAX_DEPTH
 from jenova_fast.prepare.report import REASONS, ScanStats, Skip
+
+
+cdef void _format(string* out, const Fields& f, int fmt, cbool metadata) noexcept nogil:
+    """The pipeline's format callback: the writer's record from the parser's views."""
+    cdef Parts r
+    r.topic.data, r.topic.size = f.topic.data(), f.topic.size()
+    r.content.data, r.content.size = f.content.data(), f.content.size()
+    r.user.data, r.user.size = f.user.data(), f.user.size()
+    r.source.data, r.source.size = "insights", 8
+    r.path.data, r.path.size = f.path.data(), f.path.size()
+    r.timestamp.data, r.timestamp.size = f.timestamp.data(), f.timestamp.size()
+    r.has_timestamp = f.has_timestamp
+    append_insight_record(out, &r, fmt, metadata)
 
 
 cdef extern from * nogil:
@@ -27,13 +41,12 @@ cdef extern from * nogil:
 
 
 cdef extern from "pipeline.h" namespace "jf" nogil:
-    ctypedef void (*format_fn)(string* out, const char* topic, size_t topic_len, const char* content,
-                               size_t content_len, const char* user, size_t user_len) noexcept nogil
-    ctypedef void (*escape_fn)(string* out, size_t start) noexcept nogil
-
     cdef cppclass Fields:
-        string_view topic, content, user
-        cbool lone_surrogates
+        string_view topic, content, user, cortex_id, timestamp, path
+        cbool has_cortex_id, has_timestamp, lone_surrogates
+
+    ctypedef void (*format_fn)(string* out, const Fields& fields, int fmt, cbool metadata) noexcept nogil
+    ctypedef void (*escape_fn)(string* out, size_t start) noexcept nogil
 
     cdef cppclass CSkip "jf::Skip":
         string path
@@ -41,9 +54,11 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
 
     cdef cppclass Chunk:
         string data
+        string eval_data
         vector[CSkip] skips
         vector[string] topics
-        uint64_t files, bytes, records, ignored
+        vector[string] fields
+        uint64_t files, bytes, records, eval_records, ignored, dropped
 
     cdef cppclass Options:
         vector[string] roots
@@ -55,6 +70,11 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
         size_t max_depth
         format_fn format
         escape_fn escape_surrogates
+        int output_format
+        cbool metadata
+        double eval_fraction
+        cbool collect_fields
+        unordered_set[string] drop
 
     cdef cppclass atomic_u64 "std::atomic<uint64_t>":
         uint64_t load()
@@ -65,6 +85,8 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
     cdef cppclass InsightParser:
         InsightParser(size_t max_depth) except +
         int parse(const char* data, size_t length, Fields& out)
+
+    cbool c_held_out "jf::held_out"(string_view identity, double fraction)
 
     int64_t c_count_files "jf::count_files"(const vector[string]& roots, cbool follow_symlinks, const stop_fn& stop) except +
 
@@ -85,7 +107,8 @@ cdef extern from "pipeline.h" namespace "jf" nogil:
 
 
 def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, progress, count_total=False,
-        topics=None):
+        topics=None, str fmt="messages", bint metadata=False, double eval_fraction=0.0, write_eval=None,
+        fields=None, drop=None):
     """Same contract as `_pipeline_py.run`; chunks for a file descriptor are written without the GIL."""
     cdef Options opt
     cdef bint to_fd = isinstance(write, int)
@@ -101,8 +124,15 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
     opt.count_total = count_total
     opt.collect_topics = topics is not None
     opt.max_depth = MAX_DEPTH
-    opt.format = append_insight_record
+    opt.format = _format
     opt.escape_surrogates = escape_surrogates
+    opt.output_format = FORMATS.index(fmt)
+    opt.metadata = metadata
+    opt.eval_fraction = eval_fraction
+    opt.collect_fields = fields is not None
+    if drop:
+        for path in drop:
+            opt.drop.insert(path.encode("utf-8", "surrogateescape"))
     cdef Pipeline* pipeline = new Pipeline(opt)
     cdef Chunk chunk
     cdef int status
@@ -124,6 +154,15 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
                 if topics is not None:
                     for i in range(chunk.topics.size()):
                         topics.append(chunk.topics[i].decode("utf-8", "surrogatepass"))
+                if fields is not None:
+                    for i in range(0, chunk.fields.size(), 3):
+                        fields.append((
+                            chunk.fields[i].decode("utf-8", "surrogateescape"),
+                            chunk.fields[i + 1].decode("utf-8", "surrogatepass"),
+                            chunk.fields[i + 2].decode("utf-8", "surrogatepass"),
+                        ))
+                if chunk.eval_data.size():
+                    write_eval(chunk.eval_data)
                 if chunk.data.size():
                     if to_fd:
                         with nogil:
@@ -133,6 +172,8 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
                     else:
                         write(chunk.data)
                 records += chunk.records
+                stats.eval_records += chunk.eval_records
+                stats.dropped += chunk.dropped
                 stats.files_seen += chunk.files
                 stats.bytes_read += chunk.bytes
                 stats.ignored += chunk.ignored
@@ -151,7 +192,7 @@ cdef InsightParser* _parser = new InsightParser(MAX_DEPTH)
 
 
 def parse_insight(bytes data):
-    """Twin of `_pipeline_py.parse_insight`: (topic, content, user) or the SkipReason."""
+    """Twin of `_pipeline_py.parse_insight`: (topic, content, user, cortex_id, timestamp) or the SkipReason."""
     cdef Fields f
     cdef int reason = _parser.parse(data, len(data), f)
     if reason >= 0:
@@ -160,7 +201,14 @@ def parse_insight(bytes data):
         f.topic.data()[:f.topic.size()].decode("utf-8", "surrogatepass"),
         f.content.data()[:f.content.size()].decode("utf-8", "surrogatepass"),
         f.user.data()[:f.user.size()].decode("utf-8", "surrogatepass"),
+        f.cortex_id.data()[:f.cortex_id.size()].decode("utf-8", "surrogatepass") if f.has_cortex_id else None,
+        f.timestamp.data()[:f.timestamp.size()].decode("utf-8", "surrogatepass") if f.has_timestamp else None,
     )
+
+
+def held_out(bytes identity, double fraction):
+    """Twin of `_pipeline_py.held_out`: whether --eval-fraction puts this identity in eval.jsonl."""
+    return c_held_out(string_view(identity, len(identity)), fraction)
 
 
 def count_files(list roots, bint follow_symlinks):

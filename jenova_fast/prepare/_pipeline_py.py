@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from jenova_fast.prepare._jsonl_py import format_chat, format_insight
 from jenova_fast.prepare.output import write_all
@@ -20,9 +20,21 @@ from jenova_fast.prepare.report import ScanStats, Skip, SkipReason
 
 NOT_INSIGHTS = frozenset({"concerns.json"})
 _BOM = b"\xef\xbb\xbf"
+_MASK64 = (1 << 64) - 1
 
 
-__all__ = ["Insight", "ScanStats", "count_files", "format_chat", "loads", "parse_insight", "run", "scan"]
+__all__ = [
+    "Insight",
+    "ScanStats",
+    "count_files",
+    "format_chat",
+    "held_out",
+    "loads",
+    "parse_insight",
+    "run",
+    "scan",
+    "scan_roots",
+]
 
 
 class JSONRejected(ValueError):
@@ -65,9 +77,10 @@ def loads(text: str) -> object:
     return value
 
 
-def parse_insight(data: bytes) -> tuple[str, str, str] | SkipReason:
-    """(topic, content, user) of one insight file's bytes, or why it is not a record. A UTF-8 byte order
-    mark is allowed (as `json.loads` of the file's bytes allows it)."""
+def parse_insight(data: bytes) -> tuple[str, str, str, str | None, str | None] | SkipReason:
+    """(topic, content, user, cortex_id, timestamp) of one insight file's bytes, or why it is not a record;
+    cortex_id and timestamp are None unless they are strings. A UTF-8 byte order mark is allowed (as
+    `json.loads` of the file's bytes allows it)."""
     if data.startswith(_BOM):
         data = data[3:]
     try:
@@ -89,7 +102,41 @@ def parse_insight(data: bytes) -> tuple[str, str, str] | SkipReason:
     user = DEFAULT_USER if user is None else user
     if not (isinstance(content, str) and isinstance(topic, str) and isinstance(user, str)):
         return SkipReason.WRONG_TYPE
-    return topic, content, user
+    cortex_id, timestamp = obj.get("cortex_id"), obj.get("timestamp")
+    return (
+        topic,
+        content,
+        user,
+        cortex_id if isinstance(cortex_id, str) else None,
+        timestamp if isinstance(timestamp, str) else None,
+    )
+
+
+def relative_path(path: str, root: str) -> str:
+    """`path` relative to the store root it was found under (its identity when it has no cortex_id)."""
+    return path[len(root) :].lstrip("/")
+
+
+def identity(insight: Insight, root: str) -> bytes:
+    """What --eval-fraction hashes: the cortex_id (as the native parser holds it), else the path relative to
+    the store (its bytes on disk)."""
+    if insight.cortex_id:
+        return insight.cortex_id.encode("utf-8", "surrogatepass")
+    return os.fsencode(relative_path(insight.path, root))
+
+
+def held_out(identity: bytes, fraction: float) -> bool:
+    """Twin of `held_out` in csrc/pipeline.h: FNV-1a 64 of the identity's bytes, murmur3's fmix64, the top
+    53 bits as a fraction in [0, 1) below `fraction`."""
+    h = 0xCBF29CE484222325
+    for byte in identity:
+        h = ((h ^ byte) * 0x100000001B3) & _MASK64
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _MASK64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _MASK64
+    h ^= h >> 33
+    return (h >> 11) / 9007199254740992.0 < fraction
 
 
 def _os_error_reason(exc: OSError) -> SkipReason:
@@ -208,11 +255,20 @@ class _Walker:
 
 def scan(roots: list[str], max_bytes: int, follow_symlinks: bool) -> tuple[Iterator[Insight | Skip], ScanStats]:
     """Insights and skips of every root, in sorted path order, plus the counters they update."""
+    events, stats = scan_roots(roots, max_bytes, follow_symlinks)
+    return (event for _, event in events), stats
+
+
+def scan_roots(
+    roots: list[str], max_bytes: int, follow_symlinks: bool
+) -> tuple[Iterator[tuple[str, Insight | Skip]], ScanStats]:
+    """As `scan`, each event with the root it was found under."""
     walker = _Walker(max_bytes, follow_symlinks)
 
-    def events() -> Iterator[Insight | Skip]:
+    def events() -> Iterator[tuple[str, Insight | Skip]]:
         for root in roots:
-            yield from walker.walk(root)
+            for event in walker.walk(root):
+                yield root, event
 
     return events(), walker.stats
 
@@ -228,30 +284,58 @@ def run(
     progress: Callable[[int, int, int | None], object],
     count_total: bool = False,
     topics: list[str] | None = None,
+    fmt: str = "messages",
+    metadata: bool = False,
+    eval_fraction: float = 0.0,
+    write_eval: Callable[[bytes], object] | None = None,
+    fields: list[tuple[str, str, str]] | None = None,
+    drop: Collection[str] | None = None,
 ) -> tuple[int, ScanStats]:
     """Write every insight's record through `write` (a callable or a file descriptor); returns (records,
     stats). `threads` is ignored.
 
     With a `topics` list, each record's topic is appended to it before the chunk holding the record is
-    written (one per line, in order): what `--balance-topics` filters on."""
+    written (one per line, in order): what `--balance-topics` filters on. `fmt` and `metadata` choose the
+    record's form; with `eval_fraction` > 0 the held-out records go to `write_eval` instead. With a `fields`
+    list nothing is written: each valid insight's (path, timestamp or "", content) is appended to it (what
+    `--dedup` decides on). Valid insights whose path is in `drop` are counted in `stats.dropped` only."""
     del threads
     if isinstance(write, int):
         write = functools.partial(write_all, write)
     total = count_files(roots, follow_symlinks) if count_total else None
-    events, stats = scan(roots, max_bytes, follow_symlinks)
-    records, pending = 0, []
-    for event in events:
+    events, stats = scan_roots(roots, max_bytes, follow_symlinks)
+    records, pending, pending_eval = 0, [], []
+    for root, event in events:
         if isinstance(event, Skip):
             on_skip(event)
             continue
-        pending.append(format_insight(event.topic, event.content, event.user))
-        if topics is not None:
-            topics.append(event.topic)
+        if drop and event.path in drop:
+            stats.dropped += 1
+            continue
         records += 1
-        if len(pending) >= 4096:
+        if fields is not None:
+            fields.append((event.path, event.timestamp or "", event.content))
+            continue
+        meta = ("insights", relative_path(event.path, root), event.timestamp) if metadata else None
+        line = format_insight(event.topic, event.content, event.user, fmt, meta)
+        if eval_fraction > 0 and held_out(identity(event, root), eval_fraction):
+            pending_eval.append(line)
+            stats.eval_records += 1
+        else:
+            pending.append(line)
+            if topics is not None:
+                topics.append(event.topic)
+        if len(pending) + len(pending_eval) >= 4096:
+            if pending_eval:
+                assert write_eval is not None
+                write_eval(b"".join(pending_eval))
+                pending_eval.clear()
             write(b"".join(pending))
             pending.clear()
             progress(stats.files_seen, stats.bytes_read, total)
+    if pending_eval:
+        assert write_eval is not None
+        write_eval(b"".join(pending_eval))
     if pending:
         write(b"".join(pending))
     progress(stats.files_seen, stats.bytes_read, stats.files_seen)  # done: the total is now known

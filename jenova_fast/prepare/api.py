@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -28,6 +29,16 @@ logger = logging.getLogger("jenova_fast.prepare")
 DEFAULT_OUTPUT = Path("finetune") / "train.jsonl"
 DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
 PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """How each record is written and which go where (the options beyond the reference's behaviour)."""
+
+    fmt: str = "messages"
+    metadata: bool = False
+    eval_fraction: float = 0.0  # > 0: held-out insights go to eval.jsonl beside the output
+    drop: frozenset[str] = frozenset()  # full paths of valid insights to leave out (--dedup)
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,7 @@ def prepare(
     follow_symlinks: bool = False,
     balance_topics: bool = False,
     cpa_state_dir: PathLike | None = None,
+    eval_fraction: float = 0.0,
     progress: ProgressCallback | None = None,
 ) -> PrepareReport:
     """Write one chat record per insight (then per history pair) to `output`, atomically.
@@ -85,27 +97,53 @@ def prepare(
     `balance_topics` caps each topic's records by the CPA's theme weights (state in `cpa_state_dir`,
     default the current user's `.cpa_state`); it reads the store twice.
 
+    `eval_fraction` F > 0 writes about F of the insights to `eval.jsonl` beside `output` instead: each by a
+    hash of its identity (its cortex_id, else its path relative to the store), so an insight never changes
+    side between runs or as the store grows.
+
     Raises StoreNotFoundError when there is no store, OutputError when `output` cannot be written,
     FileNotFoundError for a missing history file; bad insight files are skipped and reported.
     """
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction {eval_fraction} must be at least 0 and below 1")
+    eval_output = eval_path(output) if eval_fraction > 0 else None
     roots = resolve_roots(insights_dir, user=user, all_users=all_users)
     history = _check_history(include_history)
     module, name = implementation()
     threads = max(1, threads or available_threads())
     report = PrepareReport(output=os.fspath(output), implementation=name, threads=threads)
+    report.eval_output = os.fspath(eval_output) if eval_output else None
+    options = RecordOptions(eval_fraction=eval_fraction)
     start = time.perf_counter()
     balancer = (
-        _balancer(module, roots, report.threads, max_file_bytes, follow_symlinks, cpa_state_dir)
+        _balancer(module, roots, report.threads, max_file_bytes, follow_symlinks, cpa_state_dir, options)
         if (balance_topics)
         else None
     )
-    with atomic_output(Path(output)) as f:
-        _run(module, roots, history, report, f.fileno(), max_file_bytes, follow_symlinks, progress, start, balancer)
+    with contextlib.ExitStack() as outputs:
+        f = outputs.enter_context(atomic_output(Path(output)))
+        write_eval = None
+        if eval_output is not None:
+            write_eval = functools.partial(write_all, outputs.enter_context(atomic_output(eval_output)).fileno())
+        _run(
+            module, roots, history, report, f.fileno(), max_file_bytes, follow_symlinks, progress, start, balancer,
+            options, write_eval,
+        )
     if balancer is not None:
         report.balanced_out = balancer.dropped
     report.seconds = time.perf_counter() - start
     logger.info("%s", report.summary())
     return report
+
+
+def eval_path(output: PathLike) -> Path:
+    """Where --eval-fraction writes the held-out set: `eval.jsonl` beside the output."""
+    output = Path(output)
+    held = output.with_name("eval.jsonl")
+    if held.name == output.name:
+        raise ValueError(f"the output {output} is named eval.jsonl, which --eval-fraction writes beside it; "
+                         "choose another --output name")
+    return held
 
 
 def iter_records(
@@ -191,6 +229,7 @@ def _balancer(
     max_file_bytes: int,
     follow_symlinks: bool,
     state_dir: PathLike | None,
+    options: RecordOptions,
 ) -> TopicBalancer:
     """A first pass that counts each topic's records, capped by the CPA."""
     counts: Counter[str] = Counter()
@@ -209,6 +248,8 @@ def _balancer(
         on_skip=lambda skip: None,
         progress=lambda *args: None,
         topics=topics,
+        eval_fraction=options.eval_fraction,  # the held-out records are not balanced: count the rest
+        write_eval=lambda chunk: None,
     )
     counts.update(topics)
     return TopicBalancer(counts, topic_caps_for(state_dir, counts))
@@ -237,6 +278,8 @@ def _run(
     progress: ProgressCallback | None,
     start: float,
     balancer: TopicBalancer | None = None,
+    options: RecordOptions = RecordOptions(),
+    write_eval: Callable[[bytes], object] | None = None,
 ) -> None:
     """`write` is a callable or a file descriptor (which the native pipeline writes without the GIL)."""
 
@@ -268,8 +311,14 @@ def _run(
         progress=on_progress,
         count_total=progress is not None,
         topics=topics,
+        fmt=options.fmt,
+        metadata=options.metadata,
+        eval_fraction=options.eval_fraction,
+        write_eval=write_eval,
+        drop=options.drop,
     )
-    report.insight_records = records - (balancer.dropped if balancer else 0)
+    report.eval_records = stats.eval_records
+    report.insight_records = records - stats.eval_records - (balancer.dropped if balancer else 0)
     report.files_seen, report.bytes_read, report.ignored = stats.files_seen, stats.bytes_read, stats.ignored
     if history is not None:
         from jenova_fast.prepare.history import iter_history_pairs  # with the pure parser: only when asked
@@ -289,8 +338,10 @@ __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "DEFAULT_OUTPUT",
     "Progress",
+    "RecordOptions",
     "StoreNotFoundError",
     "available_threads",
+    "eval_path",
     "implementation",
     "iter_insights",
     "iter_records",

@@ -48,6 +48,15 @@ def build_parser(prog: str = "jenova-fast prepare") -> argparse.ArgumentParser:
         help="cap each topic's share of the records by the CPA's theme weights (reads the store twice)",
     )
     where.add_argument("--cpa-state-dir", metavar="DIR", help="CPA state for --balance-topics (default: the user's)")
+    shape = parser.add_argument_group("training data")
+    shape.add_argument(
+        "--eval-fraction",
+        type=_fraction,
+        default=0.0,
+        metavar="F",
+        help="hold out about F of the insights in eval.jsonl beside the output, each by a hash of its cortex_id "
+        "(else its path in the store): an insight never changes side between runs",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--output", "--output-file", default=str(DEFAULT_OUTPUT), metavar="FILE", help="default: %(default)s"
@@ -76,6 +85,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0 and below 1 (e.g. 0.05)")
+    return value
+
+
 def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> int:
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
@@ -99,9 +118,10 @@ def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> in
             follow_symlinks=args.follow_symlinks,
             balance_topics=args.balance_topics,
             cpa_state_dir=args.cpa_state_dir,
+            eval_fraction=args.eval_fraction,
             progress=show if bar else None,
         )
-    except (StoreNotFoundError, OutputError, FileNotFoundError, ImportError) as exc:
+    except (StoreNotFoundError, OutputError, FileNotFoundError, ImportError, ValueError) as exc:
         if bar:
             bar.close()
         print(f"{prog}: error: {exc}", file=sys.stderr)

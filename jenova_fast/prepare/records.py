@@ -21,6 +21,8 @@ class Insight:
     topic: str
     content: str
     user: str
+    cortex_id: str | None = None
+    timestamp: str | None = None
 
 
 # The reference's prompt and answer, split where the insight's fields go in.
@@ -33,20 +35,56 @@ ASSISTANT_MIDDLE = ". Based on our discussions, I've developed an insight regard
 ASSISTANT_SUFFIX = "'. My understanding is that: "
 
 
+def insight_question(topic: str) -> str:
+    return f"{USER_PREFIX}{topic}{USER_SUFFIX}"
+
+
+def insight_answer(topic: str, content: str, user: str) -> str:
+    return f"{ASSISTANT_PREFIX}{user}{ASSISTANT_MIDDLE}{topic}{ASSISTANT_SUFFIX}{content}"
+
+
 def insight_messages(topic: str, content: str, user: str) -> dict[str, Any]:
-    return chat_record(
-        f"{USER_PREFIX}{topic}{USER_SUFFIX}",
-        f"{ASSISTANT_PREFIX}{user}{ASSISTANT_MIDDLE}{topic}{ASSISTANT_SUFFIX}{content}",
-    )
+    return chat_record(insight_question(topic), insight_answer(topic, content, user))
 
 
-def chat_record(user_text: str, assistant_text: str) -> dict[str, Any]:
-    return {
-        "messages": [
-            {"role": "user", "content": user_text},
-            {"role": "assistant", "content": assistant_text},
-        ]
-    }
+# --format: what each trainer reads (README). `text` is `messages` rendered with a model's chat template.
+FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text")
+Metadata = tuple[str, str, "str | None"]  # (source, path, timestamp)
+
+
+def chat_record(
+    user_text: str, assistant_text: str, fmt: str = "messages", metadata: Metadata | None = None
+) -> dict[str, Any]:
+    """One question/answer pair as a record of format `fmt`; `metadata` adds {"source", "path", "timestamp"}."""
+    record: dict[str, Any]
+    if fmt == "messages":
+        record = {
+            "messages": [{"role": "user", "content": user_text}, {"role": "assistant", "content": assistant_text}]
+        }
+    elif fmt == "sharegpt":
+        record = {"conversations": [{"from": "human", "value": user_text}, {"from": "gpt", "value": assistant_text}]}
+    elif fmt == "alpaca":
+        record = {"instruction": user_text, "input": "", "output": assistant_text}
+    elif fmt == "prompt-completion":
+        record = {
+            "prompt": [{"role": "user", "content": user_text}],
+            "completion": [{"role": "assistant", "content": assistant_text}],
+        }
+    else:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS[:4])} (text is rendered from messages)")
+    if metadata is not None:
+        source, path, timestamp = metadata
+        record["metadata"] = {"source": source, "path": path, "timestamp": timestamp}
+    return record
+
+
+def format_layout(fmt: str) -> tuple[str, str, str]:
+    """A format's literal text before the user's text, between the two texts, and after the assistant's
+    (without the closing brace): what the native writer pastes around the escaped strings."""
+    line = json.dumps(chat_record("\x01U", "\x01A", fmt), ensure_ascii=False, separators=(",", ":"))
+    head, rest = line.split('"\\u0001U"')
+    middle, tail = rest.split('"\\u0001A"')
+    return head + '"', '"' + middle + '"', '"' + tail[:-1]
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -44,6 +44,8 @@ class ScanStats:
     files_seen: int = 0
     bytes_read: int = 0
     ignored: int = 0
+    eval_records: int = 0  # of the records, those written to the held-out set (--eval-fraction)
+    dropped: int = 0  # valid insights left out because they were in `drop` (--dedup)
 
 
 @dataclass
@@ -61,6 +63,8 @@ class PrepareReport:
     seconds: float = 0.0
     ignored: int = 0  # concerns.json files: known non-insights, not errors
     balanced_out: int = 0  # valid insights left out by --balance-topics
+    eval_output: str | None = None  # --eval-fraction: where the held-out records went
+    eval_records: int = 0  # records written there instead of to `output`
     skips: list[Skip] = field(default_factory=list)
 
     @property
@@ -86,6 +90,7 @@ class PrepareReport:
             f"skipped {skipped:,}"
             + (f" ({reasons})" if reasons else "")
             + (f"; {self.balanced_out:,} left out by --balance-topics" if self.balanced_out else "")
+            + (f"; {self.eval_records:,} held out in {self.eval_output}" if self.eval_output else "")
         )
 
     def to_dict(self) -> dict[str, object]:
