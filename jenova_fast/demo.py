@@ -207,6 +207,53 @@ def write_store(
     return manifest
 
 
+DUPLICATE_KINDS = ("exact", "spacing", "word", "append", "reorder")
+_APPENDED = ("as noted before", "which still holds", "more or less", "at least for now")
+
+
+def plant_duplicates(root: Path | str, count: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """Copy `count` valid insights of the store at `root` beside themselves, one second newer, each changed by
+    one of DUPLICATE_KINDS in turn: the same content; other case and spacing; a word replaced; a short phrase
+    appended; its two halves swapped (a sentence reordered). Returns (original, copy, kind), paths relative
+    to `root`: the truth a de-duplication is measured against."""
+    root = Path(root)
+    rng = random.Random(seed)
+    sources = []
+    for path in sorted(root.rglob("insight_*.json")):
+        try:
+            obj = json.loads(path.read_bytes())
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("content"), str) and obj["content"]:
+            sources.append((path, obj))
+    planted = []
+    for n, (path, obj) in enumerate(rng.sample(sources, count)):
+        kind = DUPLICATE_KINDS[n % len(DUPLICATE_KINDS)]
+        words = obj["content"].split(" ")
+        if kind == "spacing":
+            content = "  ".join(words).upper()
+        elif kind == "word":
+            at = rng.randrange(len(words))
+            words[at] = rng.choice([w for w in WORDS if w != words[at]])
+            content = " ".join(words)
+        elif kind == "append":
+            content = obj["content"] + " " + rng.choice(_APPENDED) + "."
+        elif kind == "reorder":
+            half = len(words) // 2
+            content = " ".join(words[half:] + words[:half])
+        else:
+            content = obj["content"]
+        copy = dict(obj, content=content)
+        if isinstance(obj.get("timestamp"), str):
+            copy["timestamp"] = (datetime.fromisoformat(obj["timestamp"]) + timedelta(seconds=1)).isoformat()
+        if "cortex_id" in obj:
+            copy["cortex_id"] = f"{rng.getrandbits(32):08x}-0000-4000-a000-{rng.getrandbits(48):012x}"
+        target = path.with_name(path.stem + "_dup.json")
+        target.write_text(json.dumps(copy, indent=4, ensure_ascii=False), encoding="utf-8")
+        planted.append((os.fspath(path.relative_to(root)), os.fspath(target.relative_to(root)), kind))
+    return planted
+
+
 def read_manifest(root: Path | str) -> Manifest | None:
     try:
         data = json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))

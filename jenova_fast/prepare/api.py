@@ -90,6 +90,8 @@ def prepare(
     balance_topics: bool = False,
     cpa_state_dir: PathLike | None = None,
     eval_fraction: float = 0.0,
+    dedup: str | None = None,
+    near_threshold: float = 0.8,
     progress: ProgressCallback | None = None,
 ) -> PrepareReport:
     """Write one chat record per insight (then per history pair) to `output`, atomically.
@@ -100,6 +102,9 @@ def prepare(
     `eval_fraction` F > 0 writes about F of the insights to `eval.jsonl` beside `output` instead: each by a
     hash of its identity (its cortex_id, else its path relative to the store), so an insight never changes
     side between runs or as the store grows.
+
+    `dedup` "exact" or "near" (Jaccard of word 5-gram shingles >= `near_threshold`) keeps only the newest
+    insight of each group of duplicates (see `dedup.py`); it reads the store twice.
 
     Raises StoreNotFoundError when there is no store, OutputError when `output` cannot be written,
     FileNotFoundError for a missing history file; bad insight files are skipped and reported.
@@ -113,8 +118,16 @@ def prepare(
     threads = max(1, threads or available_threads())
     report = PrepareReport(output=os.fspath(output), implementation=name, threads=threads)
     report.eval_output = os.fspath(eval_output) if eval_output else None
-    options = RecordOptions(eval_fraction=eval_fraction)
     start = time.perf_counter()
+    drop: frozenset[str] = frozenset()
+    if dedup is not None:
+        from jenova_fast.prepare.dedup import find_duplicates
+
+        insights = _collect(module, roots, threads, max_file_bytes, follow_symlinks)
+        found = find_duplicates(insights, dedup, near_threshold)
+        report.dedup = found.to_dict()
+        drop = found.dropped
+    options = RecordOptions(eval_fraction=eval_fraction, drop=drop)
     balancer = (
         _balancer(module, roots, report.threads, max_file_bytes, follow_symlinks, cpa_state_dir, options)
         if (balance_topics)
@@ -222,6 +235,24 @@ class _Cancelled(Exception):
     pass
 
 
+def _collect(
+    module: ModuleType, roots: list[str], threads: int, max_file_bytes: int, follow_symlinks: bool
+) -> list[tuple[str, str, str]]:
+    """A first pass: each valid insight's (path, timestamp or "", content), in output order."""
+    fields: list[tuple[str, str, str]] = []
+    module.run(
+        roots,
+        max_bytes=max_file_bytes,
+        follow_symlinks=follow_symlinks,
+        threads=threads,
+        write=lambda chunk: None,
+        on_skip=lambda skip: None,
+        progress=lambda *args: None,
+        fields=fields,
+    )
+    return fields
+
+
 def _balancer(
     module: ModuleType,
     roots: list[str],
@@ -318,6 +349,7 @@ def _run(
         drop=options.drop,
     )
     report.eval_records = stats.eval_records
+    report.duplicates_dropped = stats.dropped
     report.insight_records = records - stats.eval_records - (balancer.dropped if balancer else 0)
     report.files_seen, report.bytes_read, report.ignored = stats.files_seen, stats.bytes_read, stats.ignored
     if history is not None:

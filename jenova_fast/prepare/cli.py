@@ -57,6 +57,19 @@ def build_parser(prog: str = "jenova-fast prepare") -> argparse.ArgumentParser:
         help="hold out about F of the insights in eval.jsonl beside the output, each by a hash of its cortex_id "
         "(else its path in the store): an insight never changes side between runs",
     )
+    shape.add_argument(
+        "--dedup",
+        choices=("exact", "near"),
+        help="keep only the newest insight of each group of duplicate contents: exact (after NFKC, case "
+        "folding, whitespace) or near (word 5-gram Jaccard >= --near-threshold, MinHash + LSH); reads the store twice",
+    )
+    shape.add_argument(
+        "--near-threshold",
+        type=_similarity,
+        default=0.8,
+        metavar="J",
+        help="--dedup near: the shingle-set Jaccard similarity that makes two insights duplicates (default 0.8)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--output", "--output-file", default=str(DEFAULT_OUTPUT), metavar="FILE", help="default: %(default)s"
@@ -95,6 +108,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _similarity(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most 1 (e.g. 0.8)")
+    return value
+
+
 def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> int:
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
@@ -119,6 +142,8 @@ def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> in
             balance_topics=args.balance_topics,
             cpa_state_dir=args.cpa_state_dir,
             eval_fraction=args.eval_fraction,
+            dedup=args.dedup,
+            near_threshold=args.near_threshold,
             progress=show if bar else None,
         )
     except (StoreNotFoundError, OutputError, FileNotFoundError, ImportError, ValueError) as exc:

@@ -65,6 +65,8 @@ class PrepareReport:
     balanced_out: int = 0  # valid insights left out by --balance-topics
     eval_output: str | None = None  # --eval-fraction: where the held-out records went
     eval_records: int = 0  # records written there instead of to `output`
+    duplicates_dropped: int = 0  # valid insights left out by --dedup
+    dedup: dict[str, object] | None = None  # --dedup: mode, threshold, groups with kept and dropped paths
     skips: list[Skip] = field(default_factory=list)
 
     @property
@@ -91,6 +93,12 @@ class PrepareReport:
             + (f" ({reasons})" if reasons else "")
             + (f"; {self.balanced_out:,} left out by --balance-topics" if self.balanced_out else "")
             + (f"; {self.eval_records:,} held out in {self.eval_output}" if self.eval_output else "")
+            + (
+                f"; {self.duplicates_dropped:,} duplicates dropped ({self.dedup['groups']:,} groups, "
+                f"--dedup {self.dedup['mode']})"
+                if self.dedup
+                else ""
+            )
         )
 
     def to_dict(self) -> dict[str, object]:
