@@ -63,3 +63,10 @@ def test_state_load(benchmark, warm: CPA, tmp_path: Path) -> None:
     state.write(path, warm.state)
     loaded = benchmark(state.read, path)
     assert np.array_equal(loaded.ngrams.sketch, warm.state.ngrams.sketch)
+
+
+def test_stats_ranking(benchmark, warm: CPA, queries: list[str]) -> None:
+    """`stats()`: every tracked n-gram scored by count x IDF, function words left out, candidate themes."""
+    warm.observe_queries(queries)
+    stats = benchmark(warm.stats, 20)
+    assert len(stats["queries"]["top"]) == 20 and stats["queries"]["ranked_by"] == "score"

@@ -62,14 +62,15 @@ class HeavyHitters:
     newcomer enters with its sketch estimate as an upper bound and its possible overcount in `err`.
     """
 
-    ARRAYS = ("sketch", "hashes", "slots", "heap", "meta")
+    ARRAYS = ("sketch", "hashes", "slots", "keys", "heap", "meta")
 
     def __init__(self, k: int, depth: int, width: int) -> None:
         if width & (width - 1) or k < 1:
             raise ValueError("sketch width must be a power of two and k positive")
         self.sketch = np.zeros((depth, width), dtype=np.uint32)
         self.hashes = np.zeros(k, dtype=np.uint64)
-        self.slots = np.zeros((k, SLOT_FIELDS), dtype=np.int64)
+        self.slots = _aligned_zeros(k, SLOT_FIELDS)
+        self.keys = np.zeros(k, dtype=np.int64)  # the lazy heap's keys (a count, possibly stale)
         self.heap = np.zeros(k, dtype=np.int64)
         self.meta = np.zeros(META_SIZE, dtype=np.int64)
         self.texts: list[str] = [""] * k
@@ -136,12 +137,22 @@ class HeavyHitters:
             if arr.shape != want.shape or arr.dtype != want.dtype:
                 raise ValueError(f"array {prefix}.{name} has shape {arr.shape} {arr.dtype}, expected "
                                  f"{want.shape} {want.dtype}")
-            setattr(self, name, np.ascontiguousarray(arr))
+            if name == "slots":
+                self.slots[...] = arr
+            else:
+                setattr(self, name, np.ascontiguousarray(arr))
         texts = unpack_strings(f"{prefix}.texts", z)
         if len(texts) != hashes.size or not 0 <= self.used <= hashes.size:
             raise ValueError(f"{prefix}: {len(texts)} texts for {hashes.size} slots, {self.used} used")
         self.texts = texts
         return self
+
+
+def _aligned_zeros(k: int, fields: int) -> np.ndarray:
+    """int64[k, fields] zeros starting on a 64-byte boundary: with 8 fields a slot is one cache line."""
+    raw = np.zeros(k * fields + 8, dtype=np.int64)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip: skip + k * fields].reshape(k, fields)
 
 
 def pack_strings(name: str, strings: Sequence[str]) -> dict[str, np.ndarray]:
@@ -221,7 +232,7 @@ def count_queries(hh: HeavyHitters, texts: Sequence[str], state_dir: Path | None
                 ahead.append(pool.submit(tokenized, *numbered))
             total += int(words)
             hh.slots[:, REP_START].fill(-1)
-            count(ngrams, starts, ends, doc_ends, doc_sessions, hh.sketch, hh.hashes, hh.slots, hh.heap,
+            count(ngrams, starts, ends, doc_ends, doc_sessions, hh.sketch, hh.hashes, hh.slots, hh.keys, hh.heap,
                   hh.native_index(), hh.meta)
             for s in np.flatnonzero(hh.slots[:, REP_START] >= 0).tolist():
                 span = buf[hh.slots[s, REP_START]: hh.slots[s, REP_END]].tobytes()
@@ -268,6 +279,6 @@ def count_items(hh: HeavyHitters, hashes: np.ndarray, texts: Sequence[str], stat
     order = np.arange(len(texts), dtype=np.int64)
     jit_cache.ensure("count_hashes", state_dir)(
         np.ascontiguousarray(hashes, dtype=np.uint64), order, order, order + 1, np.zeros(len(texts), np.int64),
-        hh.sketch, hh.hashes, hh.slots, hh.heap, hh.native_index(), hh.meta)
+        hh.sketch, hh.hashes, hh.slots, hh.keys, hh.heap, hh.native_index(), hh.meta)
     for s in np.flatnonzero(hh.slots[:, REP_START] >= 0).tolist():
         hh.texts[s] = texts[hh.slots[s, REP_START]]

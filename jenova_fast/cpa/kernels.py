@@ -24,12 +24,12 @@ _S27, _S30, _S31, _S32 = _U(27), _U(30), _U(31), _U(32)
 _LOW32 = _U(0xFFFFFFFF)
 _ONE = _U(1)
 
-# fields of a slot, one row of the int64 `slots` table [k, SLOT_FIELDS] of a top-k: count, document
-# frequency, the last document that counted (together: a hit touches one cache line), heap key, sessions
-# seen while tracked, the overcount bounds of count and document frequency, and the byte span of the text
-# that stands for the item (scratch)
-COUNT, DF, LAST_DOC, KEY, SESS, ERR, DF_ERR, REP_START, REP_END = range(9)
-SLOT_FIELDS = 9
+# fields of a slot, one 64-byte row of the int64 `slots` table [k, SLOT_FIELDS] of a top-k: count,
+# document frequency, the last document that counted and sessions seen while tracked (a hit touches one
+# cache line), the overcount bounds of count and document frequency, and the byte span of the text that
+# stands for the item (scratch). The heap's keys live apart, in `keys` [k]: sifting reads 8 per line.
+COUNT, DF, LAST_DOC, SESS, ERR, DF_ERR, REP_START, REP_END = range(8)
+SLOT_FIELDS = 8
 # entries of its `meta` vector: slots used, ever turned an item away, occurrences, documents counted, the
 # current session's id (0: none yet) and its first document
 USED, OVERFLOWED, TOTAL, DOCS, SESSION_ID, SESSION_START = range(6)
@@ -37,8 +37,8 @@ META_SIZE = 6
 
 _BYTES = types.Array(types.uint8, 1, "C", readonly=True)  # np.frombuffer over str.encode() output
 _I64 = types.int64[::1]
-# sketch, hashes, slots, heap, index, meta
-_TOPK = (types.uint32[:, ::1], types.uint64[::1], types.int64[:, ::1], _I64, _I64, _I64)
+# sketch, hashes, slots, keys, heap, index, meta
+_TOPK = (types.uint32[:, ::1], types.uint64[::1], types.int64[:, ::1], _I64, _I64, _I64, _I64)
 # explicit signatures, compiled (or loaded from the state dir's cache) ahead of use
 SIGNATURES = {
     "tokenize_queries": types.UniTuple(types.int64, 3)(_BYTES, types.int32[::1], types.uint32[::1], types.uint8[::1],
@@ -82,17 +82,17 @@ def _fnv_code_point(h, cp):
     return _fnv_byte(h, 0x80 | (cp & 0x3F))
 
 
-# The top-k's min-heap is lazy: it orders slots by KEY, a count that may lag behind COUNT (increments
-# never touch the heap). KEY <= COUNT always, so the root's KEY bounds the minimum from below; it is
-# brought up to date only when a newcomer's estimate beats it.
+# The top-k's min-heap is lazy: it orders slots by their key (keys[s]), a count that may lag behind COUNT
+# (increments never touch the heap). A key <= its COUNT always, so the root's key bounds the minimum from
+# below; it is brought up to date only when a newcomer's estimate beats it.
 @njit(**NUMBA_OPTIONS)
-def _sift_up(heap, slots, pos):
+def _sift_up(heap, keys, pos):
     s = heap[pos]
-    c = slots[s, KEY]
+    c = keys[s]
     while pos > 0:
         parent = (pos - 1) >> 1
         p = heap[parent]
-        if slots[p, KEY] <= c:
+        if keys[p] <= c:
             break
         heap[pos] = p
         pos = parent
@@ -100,17 +100,17 @@ def _sift_up(heap, slots, pos):
 
 
 @njit(**NUMBA_OPTIONS)
-def _sift_down(heap, slots, pos, n):
+def _sift_down(heap, keys, pos, n):
     s = heap[pos]
-    c = slots[s, KEY]
+    c = keys[s]
     while True:
         child = 2 * pos + 1
         if child >= n:
             break
-        if child + 1 < n and slots[heap[child + 1], KEY] < slots[heap[child], KEY]:
+        if child + 1 < n and keys[heap[child + 1]] < keys[heap[child]]:
             child += 1
         q = heap[child]
-        if slots[q, KEY] >= c:
+        if keys[q] >= c:
             break
         heap[pos] = q
         pos = child
@@ -118,14 +118,14 @@ def _sift_down(heap, slots, pos, n):
 
 
 @njit(**NUMBA_OPTIONS)
-def _true_min_slot(heap, slots, n):
+def _true_min_slot(heap, keys, slots, n):
     """Refresh stale keys at the root until the root holds the true minimum count."""
     while True:
         s = heap[0]
-        if slots[s, KEY] == slots[s, COUNT]:
+        if keys[s] == slots[s, COUNT]:
             return s
-        slots[s, KEY] = slots[s, COUNT]
-        _sift_down(heap, slots, 0, n)
+        keys[s] = slots[s, COUNT]
+        _sift_down(heap, keys, 0, n)
 
 
 @njit(**NUMBA_OPTIONS)
@@ -173,7 +173,7 @@ def _sketch_raise(sketch, h, value):
 
 
 @njit(**NUMBA_OPTIONS)
-def _topk_miss(h, i, est, start, end, doc, sketch, hashes, slots, heap, index, meta):
+def _topk_miss(h, i, est, start, end, doc, sketch, hashes, slots, keys, heap, index, meta):
     """An occurrence of an untracked h (i: its free index position; est: its sketch estimate after this
     occurrence) in document `doc`. The sketch sees only untracked items (and an
     evicted item's count), so a slot's count or the sketch's estimate is always an upper bound.
@@ -193,16 +193,16 @@ def _topk_miss(h, i, est, start, end, doc, sketch, hashes, slots, heap, index, m
         else:  # nothing was ever turned away, so this is the first occurrence: exact
             slots[s, COUNT] = 1
             slots[s, ERR] = 0
-        slots[s, KEY] = slots[s, COUNT]
+        keys[s] = slots[s, COUNT]
         slots[s, DF] = slots[s, COUNT]
         slots[s, DF_ERR] = slots[s, ERR]
         heap[n] = s
-        _sift_up(heap, slots, n)
+        _sift_up(heap, keys, n)
     else:
         meta[OVERFLOWED] = 1
-        if est <= slots[heap[0], KEY]:
+        if est <= keys[heap[0]]:
             return
-        s = _true_min_slot(heap, slots, n)
+        s = _true_min_slot(heap, keys, slots, n)
         if est <= slots[s, COUNT]:
             return
         _sketch_raise(sketch, hashes[s], slots[s, COUNT])
@@ -213,10 +213,10 @@ def _topk_miss(h, i, est, start, end, doc, sketch, hashes, slots, heap, index, m
         index[i] = s
         slots[s, COUNT] = est
         slots[s, ERR] = est - 1
-        slots[s, KEY] = est
+        keys[s] = est
         slots[s, DF] = est
         slots[s, DF_ERR] = est - 1
-        _sift_down(heap, slots, 0, n)
+        _sift_down(heap, keys, 0, n)
     slots[s, REP_START] = start
     slots[s, REP_END] = end
     slots[s, LAST_DOC] = doc
@@ -336,7 +336,7 @@ def hash_segments(buf, out_hash, out_start, out_end):
 
 
 @njit(**NUMBA_OPTIONS)
-def count_hashes(items, starts, ends, doc_ends, doc_session, sketch, hashes, slots, heap, index, meta):
+def count_hashes(items, starts, ends, doc_ends, doc_session, sketch, hashes, slots, keys, heap, index, meta):
     """One occurrence of each item, in order; (starts, ends) is the span that stands for it. Items
     doc_ends[d-1]:doc_ends[d] form document d, of session doc_session[d] (ids never decrease); documents
     are numbered on from meta[DOCS].
@@ -384,8 +384,8 @@ def count_hashes(items, starts, ends, doc_ends, doc_session, sketch, hashes, slo
                 col = np.int64((h1 + _U(r) * h2) & smask)
                 if np.int64(sketch[r, col]) < est:
                     sketch[r, col] = est
-            if meta[USED] < hashes.size or est > slots[heap[0], KEY]:
-                _topk_miss(hx, p, est, starts[k], ends[k], doc, sketch, hashes, slots, heap, index, meta)
+            if meta[USED] < hashes.size or est > keys[heap[0]]:
+                _topk_miss(hx, p, est, starts[k], ends[k], doc, sketch, hashes, slots, keys, heap, index, meta)
             else:  # turned away without a call: what _topk_miss would do
                 meta[OVERFLOWED] = 1
         first = stop

@@ -14,7 +14,6 @@ from jenova_fast.cpa.kernels import (
     DF_ERR,
     DOCS,
     ERR,
-    KEY,
     LAST_DOC,
     OVERFLOWED,
     SESS,
@@ -78,43 +77,43 @@ def _sketch_add(sketch: np.ndarray, h: int) -> int:
     return est
 
 
-def _sift_up(heap: np.ndarray, slots: np.ndarray, pos: int) -> None:
+def _sift_up(heap: np.ndarray, keys: np.ndarray, pos: int) -> None:
     s = int(heap[pos])
-    c = int(slots[s, KEY])
+    c = int(keys[s])
     while pos > 0:
         parent = (pos - 1) >> 1
         p = int(heap[parent])
-        if slots[p, KEY] <= c:
+        if keys[p] <= c:
             break
         heap[pos] = p
         pos = parent
     heap[pos] = s
 
 
-def _sift_down(heap: np.ndarray, slots: np.ndarray, pos: int, n: int) -> None:
+def _sift_down(heap: np.ndarray, keys: np.ndarray, pos: int, n: int) -> None:
     s = int(heap[pos])
-    c = int(slots[s, KEY])
+    c = int(keys[s])
     while True:
         child = 2 * pos + 1
         if child >= n:
             break
-        if child + 1 < n and slots[heap[child + 1], KEY] < slots[heap[child], KEY]:
+        if child + 1 < n and keys[heap[child + 1]] < keys[heap[child]]:
             child += 1
         q = int(heap[child])
-        if slots[q, KEY] >= c:
+        if keys[q] >= c:
             break
         heap[pos] = q
         pos = child
     heap[pos] = s
 
 
-def _true_min_slot(heap: np.ndarray, slots: np.ndarray, n: int) -> int:
+def _true_min_slot(heap: np.ndarray, keys: np.ndarray, slots: np.ndarray, n: int) -> int:
     while True:
         s = int(heap[0])
-        if slots[s, KEY] == slots[s, COUNT]:
+        if keys[s] == slots[s, COUNT]:
             return s
-        slots[s, KEY] = slots[s, COUNT]
-        _sift_down(heap, slots, 0, n)
+        keys[s] = slots[s, COUNT]
+        _sift_down(heap, keys, 0, n)
 
 
 def _sketch_raise(sketch: np.ndarray, h: int, value: int) -> None:
@@ -129,7 +128,8 @@ def _sketch_raise(sketch: np.ndarray, h: int, value: int) -> None:
 def topk_add(hh, h: int, text: str, doc: int, session_start: int) -> None:
     """One occurrence, in document `doc` of the session that began at document `session_start`, into a
     `HeavyHitters` (sketch + top-k), exactly as kernels.count_hashes."""
-    sketch, hashes, slots, heap, meta, index = hh.sketch, hh.hashes, hh.slots, hh.heap, hh.meta, hh.py_index
+    sketch, hashes, slots, keys, heap, meta = hh.sketch, hh.hashes, hh.slots, hh.keys, hh.heap, hh.meta
+    index = hh.py_index
     meta[TOTAL] += 1
     n = int(meta[USED])
     s = index.get(h)
@@ -150,20 +150,20 @@ def topk_add(hh, h: int, text: str, doc: int, session_start: int) -> None:
             slots[s, COUNT], slots[s, ERR] = est, est - 1
         else:
             slots[s, COUNT], slots[s, ERR] = 1, 0
-        slots[s, KEY] = slots[s, COUNT]
+        keys[s] = slots[s, COUNT]
         heap[n] = s
-        _sift_up(heap, slots, n)
+        _sift_up(heap, keys, n)
     else:
         meta[OVERFLOWED] = 1
-        if est <= slots[heap[0], KEY]:
+        if est <= keys[heap[0]]:
             return
-        s = _true_min_slot(heap, slots, n)
+        s = _true_min_slot(heap, keys, slots, n)
         if est <= slots[s, COUNT]:
             return
         _sketch_raise(sketch, int(hashes[s]), int(slots[s, COUNT]))
         del index[int(hashes[s])]
-        slots[s, COUNT], slots[s, ERR], slots[s, KEY] = est, est - 1, est
-        _sift_down(heap, slots, 0, n)
+        slots[s, COUNT], slots[s, ERR], keys[s] = est, est - 1, est
+        _sift_down(heap, keys, 0, n)
     # DF bounded like the count: at most est - 1 earlier (untracked) documents held it
     slots[s, DF], slots[s, DF_ERR] = slots[s, COUNT], slots[s, ERR]
     slots[s, LAST_DOC], slots[s, SESS] = doc, 1

@@ -6,8 +6,9 @@ Layout of `<state>/state.npz` (schema 3), every member a plain NumPy array:
   "queries", "words", "half_life_days", "last_query_time"}` (last_query_time: unix seconds of the latest
   query, null before any; the next query more than `config.SESSION_GAP_SECONDS` away starts a session)
 - `ngrams.*`, `items.*`, `pairs.*`: a `HeavyHitters` each: `sketch` uint32[depth, width], `hashes` uint64[k],
-  `slots` int64[k, 9] (one row per slot, fields `kernels.COUNT`..`REP_END`: count, document frequency,
-  last document, heap key, sessions, count err, df err, two scratch), `heap` int64[k], `meta` int64[6]
+  `slots` int64[k, 8] (one row per slot, fields `kernels.COUNT`..`REP_END`: count, document frequency,
+  last document, sessions, count err, df err, two scratch), `keys` int64[k] (heap keys), `heap` int64[k],
+  `meta` int64[6]
   (used, overflowed, total, documents, current session id, its first document), `texts.blob`/`texts.ends`
   (UTF-8 strings).
 - `kinds.names.*` + `kinds.counts` int64; `themes.names.*` + `themes.weight` f64 (as of `themes.time`),
@@ -40,7 +41,7 @@ import numpy as np
 
 from jenova_fast.cpa import atomic, config
 from jenova_fast.cpa.counters import HeavyHitters, pack_strings, unpack_strings
-from jenova_fast.cpa.kernels import COUNT, DF, DF_ERR, DOCS, ERR, KEY, LAST_DOC, META_SIZE, SLOT_FIELDS, TOTAL
+from jenova_fast.cpa.kernels import COUNT, DF, DF_ERR, DOCS, ERR, LAST_DOC, META_SIZE, SLOT_FIELDS, TOTAL
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ def _migrate_2_to_3(members: _Members, header: dict) -> None:
             continue
         count = slots[0]  # schema 2 rows: count, err, heap key, two scratch
         grown = np.zeros((slots.shape[1], SLOT_FIELDS), np.int64)
-        grown[:, COUNT], grown[:, ERR], grown[:, KEY] = count, slots[1], slots[2]
+        grown[:, COUNT], grown[:, ERR] = count, slots[1]
+        members[f"{prefix}.keys"] = slots[2].copy()
         meta3 = np.zeros(META_SIZE, np.int64)
         meta3[: meta.size] = meta
         if prefix == "ngrams":
