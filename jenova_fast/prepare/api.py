@@ -15,14 +15,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jenova_fast._implementation import pure_requested
 from jenova_fast.prepare.balance import TopicBalancer, topic_caps_for
 from jenova_fast.prepare.output import atomic_output, write_all
-from jenova_fast.prepare.records import Insight
-from jenova_fast.prepare.report import PrepareReport, Skip
+from jenova_fast.prepare.records import FORMATS, SOURCES, Insight
+from jenova_fast.prepare.report import PrepareReport, ScanStats, Skip
 from jenova_fast.prepare.stores import StoreNotFoundError, resolve_roots
+
+if TYPE_CHECKING:
+    from jenova_fast.prepare.templates import ModelText, Reshaper
 
 logger = logging.getLogger("jenova_fast.prepare")
 
@@ -39,6 +42,27 @@ class RecordOptions:
     metadata: bool = False
     eval_fraction: float = 0.0  # > 0: held-out insights go to eval.jsonl beside the output
     drop: frozenset[str] = frozenset()  # full paths of valid insights to leave out (--dedup)
+    sources: tuple[str, ...] = ("insights",)
+    template: ModelText | None = None  # --format text: the model whose chat template renders records
+    max_tokens: int | None = None
+    tokenizer: ModelText | None = None  # --max-tokens: the model whose tokens are counted
+
+    @property
+    def writer_format(self) -> str:
+        """What the native writer writes: `text` is rendered from `messages` afterwards."""
+        return "messages" if self.fmt == "text" else self.fmt
+
+    @property
+    def writer_metadata(self) -> bool:
+        """--max-tokens names the records it drops, so the writer adds their metadata for it."""
+        return self.metadata or self.max_tokens is not None
+
+    def reshaper(self) -> Reshaper | None:
+        if self.fmt != "text" and self.max_tokens is None:
+            return None
+        from jenova_fast.prepare.templates import Reshaper
+
+        return Reshaper(self.fmt, self.metadata, self.template, self.max_tokens, self.tokenizer)
 
 
 @dataclass(frozen=True)
@@ -92,6 +116,12 @@ def prepare(
     eval_fraction: float = 0.0,
     dedup: str | None = None,
     near_threshold: float = 0.8,
+    fmt: str = "messages",
+    template_from: PathLike | None = None,
+    sources: tuple[str, ...] | None = None,
+    with_metadata: bool = False,
+    max_tokens: int | None = None,
+    tokenizer: PathLike | None = None,
     progress: ProgressCallback | None = None,
 ) -> PrepareReport:
     """Write one chat record per insight (then per history pair) to `output`, atomically.
@@ -106,14 +136,32 @@ def prepare(
     `dedup` "exact" or "near" (Jaccard of word 5-gram shingles >= `near_threshold`) keeps only the newest
     insight of each group of duplicates (see `dedup.py`); it reads the store twice.
 
+    `fmt` is one of records.FORMATS; "text" renders each record with the chat template of the GGUF model
+    `template_from`. `sources` (default: insights, and history when `include_history` is given) adds
+    "assumptions" and "cortex" records (sources.py). `with_metadata` adds {"source", "path", "timestamp"}
+    to each record. `max_tokens` drops (and reports) records longer than that in the tokens of the GGUF
+    model `tokenizer`, rendered with its chat template. The last three need llama-cpp-python.
+
     Raises StoreNotFoundError when there is no store, OutputError when `output` cannot be written,
     FileNotFoundError for a missing history file; bad insight files are skipped and reported.
     """
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction {eval_fraction} must be at least 0 and below 1")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens {max_tokens} must be at least 1")
+    sources = _check_sources(sources, include_history)
     eval_output = eval_path(output) if eval_fraction > 0 else None
     roots = resolve_roots(insights_dir, user=user, all_users=all_users)
     history = _check_history(include_history)
+    template = counter = None
+    if template_from is not None or tokenizer is not None:
+        from jenova_fast.prepare.templates import ModelText
+    if template_from is not None:
+        template = ModelText(template_from)
+    if tokenizer is not None:
+        counter = template if template is not None and os.fspath(tokenizer) == template.path else ModelText(tokenizer)
     module, name = implementation()
     threads = max(1, threads or available_threads())
     report = PrepareReport(output=os.fspath(output), implementation=name, threads=threads)
@@ -127,7 +175,16 @@ def prepare(
         found = find_duplicates(insights, dedup, near_threshold)
         report.dedup = found.to_dict()
         drop = found.dropped
-    options = RecordOptions(eval_fraction=eval_fraction, drop=drop)
+    options = RecordOptions(
+        fmt=fmt,
+        metadata=with_metadata,
+        eval_fraction=eval_fraction,
+        drop=drop,
+        sources=sources,
+        template=template,
+        max_tokens=max_tokens,
+        tokenizer=counter,
+    )
     balancer = (
         _balancer(module, roots, report.threads, max_file_bytes, follow_symlinks, cpa_state_dir, options)
         if (balance_topics)
@@ -147,6 +204,19 @@ def prepare(
     report.seconds = time.perf_counter() - start
     logger.info("%s", report.summary())
     return report
+
+
+def _check_sources(sources: tuple[str, ...] | None, include_history: PathLike | None) -> tuple[str, ...]:
+    if sources is None:
+        return ("insights", "history") if include_history is not None else ("insights",)
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown:
+        raise ValueError(f"unknown source {unknown[0]!r} in --sources; choose from {','.join(SOURCES)}")
+    if ("history" in sources) != (include_history is not None):
+        raise ValueError(
+            "--sources history reads the file given with --include-history FILE: give both, or neither"
+        )
+    return tuple(sources)
 
 
 def eval_path(output: PathLike) -> Path:
@@ -323,6 +393,18 @@ def _run(
             progress(Progress(files_done, bytes_read, files_total, time.perf_counter() - start))
 
     emit = functools.partial(write_all, write) if isinstance(write, int) else write
+    shape = options.reshaper()
+    if shape is not None:
+        shaped, shaped_eval = emit, write_eval
+
+        def emit(chunk: bytes) -> None:
+            shaped(shape(chunk))
+
+        def write_eval(chunk: bytes) -> None:
+            assert shaped_eval is not None
+            shaped_eval(shape(chunk, held_out=True))
+
+        write = emit
     topics: list[str] | None = None
     if balancer is not None:
         topics = []
@@ -332,26 +414,30 @@ def _run(
             topics.clear()
             emit(kept)
 
-    records, stats = module.run(
-        roots,
-        max_bytes=max_file_bytes,
-        follow_symlinks=follow_symlinks,
-        threads=report.threads,
-        write=write,
-        on_skip=on_skip,
-        progress=on_progress,
-        count_total=progress is not None,
-        topics=topics,
-        fmt=options.fmt,
-        metadata=options.metadata,
-        eval_fraction=options.eval_fraction,
-        write_eval=write_eval,
-        drop=options.drop,
-    )
+    records, stats = 0, ScanStats()
+    if "insights" in options.sources:
+        records, stats = module.run(
+            roots,
+            max_bytes=max_file_bytes,
+            follow_symlinks=follow_symlinks,
+            threads=report.threads,
+            write=write,
+            on_skip=on_skip,
+            progress=on_progress,
+            count_total=progress is not None,
+            topics=topics,
+            fmt=options.writer_format,
+            metadata=options.writer_metadata,
+            eval_fraction=options.eval_fraction,
+            write_eval=write_eval,
+            drop=options.drop,
+        )
     report.eval_records = stats.eval_records
     report.duplicates_dropped = stats.dropped
     report.insight_records = records - stats.eval_records - (balancer.dropped if balancer else 0)
     report.files_seen, report.bytes_read, report.ignored = stats.files_seen, stats.bytes_read, stats.ignored
+    if "assumptions" in options.sources or "cortex" in options.sources:
+        _other_sources(module, roots, options, report, on_skip, emit, write_eval)
     if history is not None:
         from jenova_fast.prepare.history import iter_history_pairs  # with the pure parser: only when asked
 
@@ -359,11 +445,53 @@ def _run(
         for item in iter_history_pairs(history):
             if isinstance(item, Skip):
                 on_skip(item)
-            else:
-                pending.append(module.format_chat(*item))
-                report.history_records += 1
+                continue
+            user_text, ai_text, where, timestamp = item
+            meta = ("history", where, timestamp) if options.writer_metadata else None
+            pending.append(module.format_chat(user_text, ai_text, options.writer_format, meta))
+            report.history_records += 1
         emit(b"".join(pending))
-    report.records = report.insight_records + report.history_records
+    if shape is not None:
+        report.too_long = shape.too_long
+        report.longest_tokens = shape.longest
+        report.insight_records -= shape.dropped("insights", False)
+        report.history_records -= shape.dropped("history", False)
+        for source in report.source_records:
+            report.source_records[source] -= shape.dropped(source, False)
+        report.eval_records -= sum(1 for r in shape.too_long if r["eval"])
+    report.records = report.insight_records + report.history_records + sum(report.source_records.values())
+
+
+def _other_sources(
+    module: ModuleType,
+    roots: list[str],
+    options: RecordOptions,
+    report: PrepareReport,
+    on_skip: Callable[[Skip], None],
+    emit: Callable[[bytes], object],
+    write_eval: Callable[[bytes], object] | None,
+) -> None:
+    """--sources assumptions,cortex: their records after the insights', split and shaped the same way."""
+    from jenova_fast.prepare.sources import iter_items
+
+    train, held = [], []
+    for item in iter_items(roots, options.sources):
+        if isinstance(item, Skip):
+            on_skip(item)
+            continue
+        meta = (item.source, item.path, item.timestamp) if options.writer_metadata else None
+        line = module.format_chat(item.user_text, item.assistant_text, options.writer_format, meta)
+        if options.eval_fraction > 0 and module.held_out(item.identity, options.eval_fraction):
+            held.append(line)
+            report.eval_records += 1
+        else:
+            train.append(line)
+            report.source_records[item.source] = report.source_records.get(item.source, 0) + 1
+    if train:
+        emit(b"".join(train))
+    if held:
+        assert write_eval is not None
+        write_eval(b"".join(held))
 
 
 __all__ = [

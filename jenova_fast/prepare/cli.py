@@ -15,6 +15,7 @@ from jenova_fast.prepare.api import (
     prepare,
 )
 from jenova_fast.prepare.output import OutputError
+from jenova_fast.prepare.records import FORMATS, SOURCES
 from jenova_fast.prepare.stores import StoreNotFoundError
 from jenova_fast.progress import ProgressBar
 
@@ -70,6 +71,33 @@ def build_parser(prog: str = "jenova-fast prepare") -> argparse.ArgumentParser:
         metavar="J",
         help="--dedup near: the shingle-set Jaccard similarity that makes two insights duplicates (default 0.8)",
     )
+    shape.add_argument(
+        "--format",
+        dest="fmt",
+        choices=FORMATS,
+        default="messages",
+        help="record layout: messages (default; llama.cpp, TRL, axolotl chat_template), sharegpt, alpaca, "
+        "prompt-completion (TRL), text (rendered with --template-from's chat template); see the README table",
+    )
+    shape.add_argument("--template-from", metavar="MODEL.gguf", help="--format text: whose chat template renders")
+    shape.add_argument(
+        "--sources",
+        type=_sources,
+        metavar="LIST",
+        help="comma-separated, from insights,history,assumptions,cortex (default: insights, plus history with "
+        "--include-history): assumptions are the verified/true items of assumptions.json, cortex the "
+        "document/insight nodes of cortex/cognitive_graph.json",
+    )
+    shape.add_argument(
+        "--with-metadata", action="store_true", help='add each record\'s {"source", "path", "timestamp"}'
+    )
+    shape.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        metavar="N",
+        help="leave out (and report) records longer than N tokens of --tokenizer, rendered with its chat template",
+    )
+    shape.add_argument("--tokenizer", metavar="MODEL.gguf", help="--max-tokens: whose tokens are counted")
     out = parser.add_argument_group("output")
     out.add_argument(
         "--output", "--output-file", default=str(DEFAULT_OUTPUT), metavar="FILE", help="default: %(default)s"
@@ -108,6 +136,14 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _sources(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(SOURCES)}")
+    return names
+
+
 def _similarity(text: str) -> float:
     try:
         value = float(text)
@@ -144,6 +180,12 @@ def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> in
             eval_fraction=args.eval_fraction,
             dedup=args.dedup,
             near_threshold=args.near_threshold,
+            fmt=args.fmt,
+            template_from=args.template_from,
+            sources=args.sources,
+            with_metadata=args.with_metadata,
+            max_tokens=args.max_tokens,
+            tokenizer=args.tokenizer,
             progress=show if bar else None,
         )
     except (StoreNotFoundError, OutputError, FileNotFoundError, ImportError, ValueError) as exc:

@@ -9,8 +9,9 @@ from jenova_fast.prepare._pipeline_py import loads
 from jenova_fast.prepare.report import Skip, SkipReason
 
 
-def iter_history_pairs(path: Path) -> Iterator[tuple[str, str] | Skip]:
-    """Each valid pair, or a Skip naming `FILE:LINE`; blank lines are not entries, as in the reference."""
+def iter_history_pairs(path: Path) -> Iterator[tuple[str, str, str, str | None] | Skip]:
+    """Each valid pair as (user_message, ai_message, "FILE:LINE", timestamp or None), or a Skip naming
+    `FILE:LINE`; blank lines are not entries, as in the reference."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -33,4 +34,5 @@ def iter_history_pairs(path: Path) -> Iterator[tuple[str, str] | Skip]:
             elif not (isinstance(user, str) and isinstance(ai, str)):
                 yield Skip(where, SkipReason.WRONG_TYPE)
             else:
-                yield user, ai
+                timestamp = obj.get("timestamp")
+                yield user, ai, where, timestamp if isinstance(timestamp, str) else None

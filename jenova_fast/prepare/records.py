@@ -47,6 +47,36 @@ def insight_messages(topic: str, content: str, user: str) -> dict[str, Any]:
     return chat_record(insight_question(topic), insight_answer(topic, content, user))
 
 
+# --sources: where records come from (sources.py reads the last two).
+SOURCES = ("insights", "history", "assumptions", "cortex")
+
+# --sources assumptions: what the assistant verified about the user.
+ASSUMPTION_QUESTION = "Hey Jenova, what have you come to know about me for certain?"
+
+
+def assumption_answer(content: str, user: str) -> str:
+    return f"{ASSISTANT_PREFIX}{user}. Something I have confirmed about you is that: {content}"
+
+
+# --sources cortex: the cognitive graph's document and insight nodes.
+CORTEX_QUESTIONS = {
+    "document": "Hey Jenova, what do you remember from the documents we have gone through together?",
+    "insight": "Hey Jenova, what is one of the insights you keep in your cognitive graph about me?",
+}
+CORTEX_ANSWERS = {
+    "document": "From what we read together, I remember this: ",
+    "insight": "One insight I keep about you is this: ",
+}
+
+
+def cortex_question(node_type: str) -> str:
+    return CORTEX_QUESTIONS[node_type]
+
+
+def cortex_answer(node_type: str, content: str, user: str) -> str:
+    return f"{ASSISTANT_PREFIX}{user}. {CORTEX_ANSWERS[node_type]}{content}"
+
+
 # --format: what each trainer reads (README). `text` is `messages` rendered with a model's chat template.
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text")
 Metadata = tuple[str, str, "str | None"]  # (source, path, timestamp)

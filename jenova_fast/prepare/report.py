@@ -67,6 +67,9 @@ class PrepareReport:
     eval_records: int = 0  # records written there instead of to `output`
     duplicates_dropped: int = 0  # valid insights left out by --dedup
     dedup: dict[str, object] | None = None  # --dedup: mode, threshold, groups with kept and dropped paths
+    source_records: dict[str, int] = field(default_factory=dict)  # --sources assumptions, cortex
+    too_long: list[dict[str, object]] = field(default_factory=list)  # --max-tokens: source, path, tokens
+    longest_tokens: int = 0  # --max-tokens: the longest record seen, in tokens
     skips: list[Skip] = field(default_factory=list)
 
     @property
@@ -86,7 +89,9 @@ class PrepareReport:
         where = f" into {self.output}" if self.output else ""
         return (
             f"prepared {self.records:,} records ({self.insight_records:,} insights, "
-            f"{self.history_records:,} history){where} from {self.files_seen:,} files "
+            f"{self.history_records:,} history"
+            + "".join(f", {n:,} {source}" for source, n in self.source_records.items())
+            + f"){where} from {self.files_seen:,} files "
             f"({self.bytes_read / 1e6:,.1f} MB) in {self.seconds:.2f}s "
             f"({self.files_per_second:,.0f} files/s, {self.implementation}, {self.threads} threads); "
             f"skipped {skipped:,}"
@@ -99,6 +104,7 @@ class PrepareReport:
                 if self.dedup
                 else ""
             )
+            + (f"; {len(self.too_long):,} over --max-tokens left out" if self.too_long else "")
         )
 
     def to_dict(self) -> dict[str, object]:
