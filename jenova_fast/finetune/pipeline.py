@@ -105,6 +105,7 @@ class TrainPlan:
     work: working_copy.WorkPlan
     need: memory.MemoryEstimate
     choice: str
+    probe: bool  # an architecture not known here: try one step in a child process before training
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -138,19 +139,20 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig) -> TrainPlan
     spec = config.train or trainable.default_spec(info.architecture)
     if spec is not None:
         selection, need = estimate_for(spec)
-        trainable.check_architecture(info.architecture, selection, info.path)
+        probe = trainable.check_architecture(info.architecture, selection, info.path)
         memory.check(selection, need, have, info.path, config.n_ctx)
         choice = ("given with --train" if config.train else
                   f"head: architecture {info.architecture!r} can only train what lies after its blocks")
     else:
         selection, need, tried = memory.choose(info.n_layer, estimate_for, have, info.path)
+        probe = trainable.check_architecture(info.architecture, selection, info.path)
         choice = (f"chosen for {memory.gib(have)} available: {selection.spec} needs {memory.gib(need.total)}"
                   + (f" ({'; '.join(tried)} would not fit)" if tried else ""))
     if config.trainer == "llama-finetune" and selection.spec != "all":
         raise FinetuneError(f"--train {selection.spec}: llama-finetune trains every F32 tensor and has no filter; "
                             "use the in-process trainer (the default) to train a subset, or --train all")
     work = working_copy.plan(reader, set(selection.trained), gpu=gpu)
-    return TrainPlan(selection, work, need, choice)
+    return TrainPlan(selection, work, need, choice, probe)
 
 
 def _check_config(config: FinetuneConfig) -> Path | None:
@@ -195,6 +197,10 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     work = working_copy.working_copy(base, plan.work)
     if plan.work.converted:
         notes.append(f"frozen tensors converted in the working copy {work}: {plan.work.converted}")
+    if plan.probe:
+        from jenova_fast.finetune.probe import probe
+
+        probe(work, plan.selection.trained, config.n_ctx, architecture=info.architecture, spec=plan.selection.spec)
 
     stride = config.stride or config.n_ctx // 2
     with runtime.load_model(work, vocab_only=True) as vocab_model:

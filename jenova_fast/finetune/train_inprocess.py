@@ -140,6 +140,7 @@ class TrainResult:
     seconds: float = 0.0
     epochs: list[dict[str, float]] = field(default_factory=list)  # per epoch: train/eval loss & accuracy
     step_losses: list[float] = field(default_factory=list)  # every training step, in order
+    step_seconds: list[float] = field(default_factory=list)  # wall time of every training step
     eval_points: list[tuple[int, float]] = field(default_factory=list)  # (steps so far, held-out loss)
     chunk_steps: int = 0  # the largest number of steps one uninterruptible call ran
 
@@ -229,7 +230,7 @@ class _DeferredSignals(contextlib.AbstractContextManager["_DeferredSignals"]):
 
 def train_inprocess(
     base: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None,
     train_windows: WindowsForEpoch,
     heldout_windows: np.ndarray,
     *,
@@ -252,7 +253,7 @@ def train_inprocess(
     n_ctx = heldout_windows.shape[1] - 1
     result = TrainResult()
     started = time.perf_counter()
-    step_seconds: list[float] = []
+    step_seconds = result.step_seconds
     param_filter = _ParamFilter(lib, trained)
 
     with load_model(base, writable=True, gpu_layers=gpu_layers) as model, \
@@ -350,5 +351,6 @@ def train_inprocess(
             lib.ggml_opt_result_free(result_eval)
             datasets.free()
         result.seconds = time.perf_counter() - started
-        lib.llama_model_save_to_file(model, os.fsencode(Path(out)))
+        if out is not None:  # None: a benchmark that only times the steps
+            lib.llama_model_save_to_file(model, os.fsencode(Path(out)))
     return result

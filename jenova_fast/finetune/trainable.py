@@ -85,21 +85,22 @@ def select(spec: str, tensors: Iterable[tuple[str, int]], n_layer: int) -> Selec
     return Selection(spec, tuple(name for name, _ in trained), sum(n for _, n in trained))
 
 
-def check_architecture(architecture: str, selection: Selection, path: object) -> None:
-    """Refuse, before anything is loaded, a selection whose backward pass would abort inside ggml."""
+def check_architecture(architecture: str, selection: Selection, path: object) -> bool:
+    """Refuse, before anything is loaded, a selection whose backward pass would abort inside ggml. Returns
+    True when the architecture is unknown here and a step must be tried in a child process first (`probe`)."""
     if architecture in BLOCKS_TRAINABLE:
-        return
+        return False
     beyond_head = [name for name in selection.trained
                    if not any(fnmatch.fnmatchcase(name, glob) for glob in HEAD_GLOBS)]
     if not beyond_head:
-        return
-    why = ("its blocks use LayerNorm and GELU, which have no backward pass in ggml"
-           if architecture in HEAD_ONLY else
-           "it is not one whose blocks llama.cpp is known to differentiate (llama, qwen2, qwen3)")
+        return False
+    if architecture not in HEAD_ONLY:
+        return True
     raise FinetuneError(
         f"{path}: --train {selection.spec} would train {beyond_head[0]} (and {len(beyond_head) - 1} more) of "
-        f"architecture {architecture!r}, but {why}, so llama.cpp would abort mid-step; use --train head "
-        "(the output head and the final norm, which lie after every block) or a llama/qwen2 base")
+        f"architecture {architecture!r}, but its blocks use LayerNorm and GELU, which have no backward pass in "
+        "ggml, so llama.cpp would abort mid-step; use --train head (the output head and the final norm, which lie "
+        "after every block) or a llama/qwen2 base")
 
 
 def default_spec(architecture: str) -> str | None:

@@ -264,3 +264,15 @@ def test_select_rejects_unknown_items_and_names_the_presets():
 def test_step_losses_match_the_running_mean(tmp_path, tiny_base, small_chat_jsonl):
     report, _ = _run(tmp_path, tiny_base, small_chat_jsonl, train="head")
     assert np.mean(report.step_losses) == pytest.approx(report.per_epoch[0]["train_loss"], rel=1e-4)
+
+
+def test_probe_refuses_what_aborts_in_a_child_and_passes_what_trains(tmp_path, tiny_base):
+    from jenova_fast.finetune.probe import probe
+    from jenova_fast.finetune.tiny_model import write_tiny_model
+
+    phi2 = write_tiny_model(tmp_path / "phi2.gguf", arch="phi2")
+    everything = tuple(t.name for t in open_reader(phi2).tensors if t.name != "token_embd.weight")
+    with pytest.raises(FinetuneError, match=r"cannot train --train all of architecture 'phi2'.*exit -6.*NORM"):
+        probe(phi2, everything, 256, architecture="phi2", spec="all")
+    names = tuple(t.name for t in open_reader(tiny_base).tensors if t.name != "token_embd.weight")
+    probe(tiny_base, names, 256, architecture="llama", spec="all")  # trains: no error
