@@ -178,11 +178,11 @@ class CPA:
             words = _WORDS.findall(key)
             if words:
                 by_first.setdefault(words[0], []).append((key, frozenset(words)))
-        mentions = []
+        mentions: list[str | tuple[str, float | None]] = []
         for text, when in zip(texts, times, strict=True):
-            words = set(_WORDS.findall(text.casefold()))
-            for w in words & by_first.keys():
-                mentions.extend((key, when) for key, need in by_first[w] if need <= words)
+            said = set(_WORDS.findall(text.casefold()))
+            for w in said & by_first.keys():
+                mentions.extend((key, when) for key, need in by_first[w] if need <= said)
         if mentions:
             self.observe_topics(mentions)
 

@@ -34,4 +34,5 @@ def write_bytes_via(path: Path, write) -> None:
 
 
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    write_bytes_via(path, lambda f: np.savez(f, **arrays))
+    # the stub types **kwds as allow_pickle's bool; np.savez never pickles plain numeric arrays
+    write_bytes_via(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]

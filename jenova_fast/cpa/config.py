@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Literal, TypedDict
+
+
 # Numba: nopython, GIL released so an embedding app's threads keep running; no fastmath (counts must be
 # exact and identical to the pure twins); caching is switched on per state dir by `jit_cache`, never at
 # import, so compiled kernels land in `.cpa_state/numba_cache/` and nowhere else.
-NUMBA_OPTIONS: dict[str, bool] = {"nogil": True, "fastmath": False, "boundscheck": False}
+class NumbaOptions(TypedDict, total=False):
+    """The keywords of `numba.njit` used here (typed, so the decorators type-check)."""
+
+    nogil: bool
+    fastmath: bool
+    boundscheck: bool
+    inline: Literal["never", "always"]
+
+
+NUMBA_OPTIONS: NumbaOptions = {"nogil": True, "fastmath": False, "boundscheck": False}
 
 # Query n-grams: count-min sketch (depth x width, conservative update) + top-k heavy hitters.
 NGRAM_SKETCH_DEPTH = 4

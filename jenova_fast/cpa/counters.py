@@ -37,7 +37,7 @@ class Counted(NamedTuple):
     """One heavy hitter: the true count lies in [count - err, count]; err == 0 means exact."""
 
     text: str
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count, as it has since the first release
     err: int
 
 

@@ -30,12 +30,12 @@ _bound_root: str | None = None
 
 
 def jit_enabled() -> bool:
-    return not numba_config.DISABLE_JIT
+    return not numba_config.DISABLE_JIT  # type: ignore[attr-defined]  # set from the environment at import
 
 
 def _cpu_name() -> str:
     try:
-        import llvmlite.binding as llvm
+        import llvmlite.binding as llvm  # type: ignore[import-untyped]
 
         return str(llvm.get_host_cpu_name())
     except Exception:  # llvmlite without a host target: still record something useful
@@ -57,7 +57,7 @@ def _cache_for(root: str, py_func):
             return super(UserProvidedCacheLocator, cls).from_function(py_func, py_file)
 
     class StateDirCacheImpl(CompileResultCacheImpl):
-        _locator_classes = (StateDirLocator,)
+        _locator_classes = (StateDirLocator,)  # type: ignore[assignment]  # numba only iterates it
 
     class StateDirFunctionCache(FunctionCache):
         _impl_class = StateDirCacheImpl

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, types
 
-from jenova_fast.cpa.config import NUMBA_OPTIONS
+from jenova_fast.cpa.config import NUMBA_OPTIONS, NumbaOptions
 
 # hot helpers are inlined in Numba IR: a call would pass ~10 arrays (and their refcounts) per word
-INLINED = {**NUMBA_OPTIONS, "inline": "always"}  # only for helpers of scalars
+INLINED: NumbaOptions = {**NUMBA_OPTIONS, "inline": "always"}  # only for helpers of scalars
 
 _U = np.uint64
 FNV_OFFSET = _U(0xCBF29CE484222325)

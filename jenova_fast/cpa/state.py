@@ -83,7 +83,7 @@ class State:
         header = {"format": FORMAT, "schema": SCHEMA, "created": self.created, "saved": time.time(),
                   "generation": self.generation, "queries": self.queries, "words": self.words,
                   "half_life_days": config.THEME_HALF_LIFE_DAYS, "last_query_time": self.last_query_time}
-        out = {"header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
+        out: dict[str, np.ndarray] = {"header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
         out |= self.ngrams.arrays("ngrams") | self.items.arrays("items") | self.pairs.arrays("pairs")
         out |= pack_strings("kinds.names", list(self.kinds))
         out["kinds.counts"] = np.array(list(self.kinds.values()), dtype=np.int64)
