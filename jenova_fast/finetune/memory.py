@@ -90,7 +90,7 @@ def choose(n_layer: int, estimate_for: Callable[[str], tuple[Selection, MemoryEs
            ) -> tuple[Selection, MemoryEstimate, list[str]]:
     """No --train given: `all` if it fits with headroom, else the largest `last:N` that does."""
     tried: list[str] = []
-    for spec in ["all", *(f"last:{n}" for n in range(n_layer, 0, -1))]:
+    for spec in ["all", *(f"last:{n}" for n in range(n_layer - 1, 0, -1))]:  # last:n_layer is all
         selection, need = estimate_for(spec)
         if fits(need, have):
             return selection, need, tried
