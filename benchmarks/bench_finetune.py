@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header + "\n" + "|---" * (header.count("|") - 1) + "|")
     for key in args.models.split(","):
         baseline = None
-        for config in args.configs.split(","):
+        for config in filter(None, args.configs.split(",")):
             spec, _, qtype = config.rpartition(":")
             base = ensure_model(args.folder, key, qtype).path
             need, have = _estimate(base, spec, args.ctx)
@@ -217,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
                 _print(peer)
         if args.frozen_study and key == args.models.split(",")[0]:
             base = ensure_model(args.folder, key, "Q4_K_M").path
+            row = {"model": key, "train": "last:2", "base": "Q4_K_M, frozen as stored"}
+            work = _run_child({"phase": "work", "base": str(base), "train": "last:2"})
+            row.update(work)
+            row.update(_run_child({"phase": "train", "base": str(base), "work": work["work"], "train": "last:2",
+                                   "ctx": args.ctx, "threads": args.threads, "steps": args.steps}))
+            rows.append(row)
+            _print(row)
             for frozen in ("Q8_0", "F16", "F32"):
                 with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
                     work = _run_child({"phase": "work", "base": str(base), "train": "last:2", "frozen_as": frozen,

@@ -276,3 +276,10 @@ def test_probe_refuses_what_aborts_in_a_child_and_passes_what_trains(tmp_path, t
         probe(phi2, everything, 256, architecture="phi2", spec="all")
     names = tuple(t.name for t in open_reader(tiny_base).tensors if t.name != "token_embd.weight")
     probe(tiny_base, names, 256, architecture="llama", spec="all")  # trains: no error
+
+
+def test_eval_data_is_the_heldout_set_and_every_data_record_trains(tmp_path, tiny_base, small_chat_jsonl):
+    held = write_jsonl(tmp_path / "eval.jsonl", chat_records(12, seed=9))
+    report, _ = _run(tmp_path, tiny_base, small_chat_jsonl, train="head", eval_data=held)
+    assert report.records == {"train": 40, "heldout": 12, "skipped": 0}
+    assert report.heldout_loss_after < report.heldout_loss_before
