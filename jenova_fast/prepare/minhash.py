@@ -19,10 +19,9 @@ _PRIME = _U(0x100000001B3)
 _LOW32 = _U(0xFFFFFFFF)
 _S32 = _U(32)
 _SPACE = np.uint8(32)
-_OPTIONS = {"nogil": True, "cache": True, "fastmath": False, "boundscheck": False}
 
 
-@njit(**_OPTIONS)
+@njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
 def _signatures(data, starts, a, b, out):  # pragma: no cover - compiled
     k = a.shape[0]
     words = np.empty(64, dtype=np.uint64)
@@ -58,7 +57,7 @@ def _signatures(data, starts, a, b, out):  # pragma: no cover - compiled
                     row[j] = v
 
 
-@njit(**_OPTIONS)
+@njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
 def _band_keys(sig, bands, rows, keys):  # pragma: no cover - compiled
     for i in range(sig.shape[0]):
         for band in range(bands):
