@@ -1,6 +1,6 @@
 """CPA peer comparison: the issue's three targets, each side in its own subprocess, one run.
 
-    python -m benchmarks.bench_cpa [--queries 1000000] [--json] [--baseline-src DIR]
+    python -m benchmarks.bench_cpa [--queries 1000000] [--json] [--repeat R] [--baseline-src DIR]
 
 1. counting: `CPA.observe_queries` over N seeded queries of ~12 words vs `collections.Counter` over
    `str.split()` unigrams + bigrams (target: >= 20x faster).
@@ -161,10 +161,19 @@ def _run(*args: str, src: Path | None = None) -> dict:
     return json.loads(proc.stdout.splitlines()[-1])
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time, with every run's wall and CPU seconds beside it."""
+    median = sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+    return {**median, "runs": [[r["seconds"], r["cpu"]] for r in runs],
+            "median_cpu": sorted(r["cpu"] for r in runs)[(len(runs) - 1) // 2]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_cpa", description=__doc__.split("\n")[0])
     p.add_argument("--queries", type=int, default=1_000_000)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--repeat", type=int, default=1, metavar="R",
+                   help="count R times (alternating with the baseline), report the median (default 1)")
     p.add_argument("--baseline-src", type=Path, metavar="DIR",
                    help="also count with the jenova_fast package in DIR (an older version) for comparison")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -196,11 +205,17 @@ def main(argv: list[str] | None = None) -> int:
                                  f"`git archive <commit> jenova_fast | tar -x -C {args.baseline_src}`")
             base_dir = tmp / "baseline"
             _run("first", str(base_dir), src=args.baseline_src)  # compile the old kernels into its own cache
-            (base_dir / "state.npz").unlink()
-            baseline = _run("cpa", str(args.queries), str(base_dir), src=args.baseline_src)
             kernel_base = _run("kernel", str(args.queries), str(base_dir), src=args.baseline_src)
             kernel = _run("kernel", str(args.queries), str(count_dir))
-        cpa = _run("cpa", str(args.queries), str(count_dir))
+        runs: dict[str, list[dict]] = {"cpa": [], "baseline": []}
+        for _ in range(args.repeat):  # the two versions alternate, so a busy spell hits both
+            if args.baseline_src is not None:
+                (base_dir / "state.npz").unlink(missing_ok=True)
+                runs["baseline"].append(_run("cpa", str(args.queries), str(base_dir), src=args.baseline_src))
+            (count_dir / "state.npz").unlink(missing_ok=True)
+            runs["cpa"].append(_run("cpa", str(args.queries), str(count_dir)))
+        cpa = _median_run(runs["cpa"])
+        baseline = _median_run(runs["baseline"]) if runs["baseline"] else None
         counter = _run("counter", str(args.queries))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -227,10 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'  the same in CPU seconds (process_time)':<44}{cpa['cpu']:>16.3f}{counter['cpu']:>14.3f}"
           f"{c['speedup_cpu']:>9.1f}x")
     if baseline is not None:
-        print(f"  baseline ({args.baseline_src}): {baseline['seconds']:.3f} s wall, {baseline['cpu']:.3f} CPU s; "
-              f"this version {cpa['seconds'] - baseline['seconds']:+.3f} s wall "
-              f"({cpa['seconds'] / baseline['seconds'] - 1:+.1%}), {cpa['cpu'] - baseline['cpu']:+.3f} CPU s "
-              f"({cpa['cpu'] / baseline['cpu'] - 1:+.1%})")
+        bc, cc = baseline["median_cpu"], cpa["median_cpu"]
+        print(f"  baseline ({args.baseline_src}, median of {args.repeat}): {baseline['seconds']:.3f} s wall, "
+              f"{bc:.3f} CPU s; this version {cpa['seconds'] - baseline['seconds']:+.3f} s wall "
+              f"({cpa['seconds'] / baseline['seconds'] - 1:+.1%}), {cc - bc:+.3f} CPU s ({cc / bc - 1:+.1%})")
         assert kernel is not None and kernel_base is not None
         print(f"  the counting kernel alone (best of 5, CPU): {kernel['cpu']:.3f} s vs baseline "
               f"{kernel_base['cpu']:.3f} s, {kernel['cpu_ns_per_ngram']:.1f} vs "
