@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from jenova_fast.cpa import counters, kernels_py, unicode_tables
 from jenova_fast.cpa.kernels import COUNT, ERR, REP_START
 from tests.cpa.conftest import run_python
-from tests.cpa.reference import is_word, ngram_counts
+from tests.cpa.reference import document_frequency, is_word, ngram_counts
 
 QUERIES = [
     "Hello, World! hello WORLD", "Straße STRASSE strasse", "ΣΊΣΥΦΟΣ Σίσυφος", "हिन्दी भाषा सीखना",
@@ -93,12 +93,13 @@ def test_overflow_bounds_hold(cpa_impl: str) -> None:
     ["\x00", " ", "ß", "İ", "Σ", "\u0301", "_", "\ud83d"]), max_size=40), max_size=12))
 def test_unicode_queries_native_pure_counter(compiled_state, queries: list[str]) -> None:
     ref = ngram_counts(queries)
+    df = document_frequency(queries)
     got = []
     for pure in (False, True):
         _, hh = _count(pure, queries)
-        got.append({c.text: (c.count, c.err) for c in hh.top()})
+        got.append({p.text: (p.count, p.err, p.df, p.df_err) for p in hh.patterns()})
     os.environ.pop("JENOVA_FAST_PURE", None)
-    assert got[0] == got[1] == {t: (n, 0) for t, n in ref.items()}
+    assert got[0] == got[1] == {t: (n, 0, df[t], 0) for t, n in ref.items()}
 
 
 @settings(max_examples=200, deadline=None)
@@ -134,7 +135,8 @@ from jenova_fast.cpa import counters, jit_cache
 assert not jit_cache.jit_enabled()
 hh = counters.HeavyHitters(32, 4, 256)
 words = counters.count_queries(hh, json.loads(sys.argv[1]))
-print(json.dumps([words, [list(c) for c in hh.top()], hh.sketch.sum().item()]))
+print(json.dumps([words, [list(c) for c in hh.top()], hh.sketch.sum().item(), hh.slots[:, :6].tolist(),
+                  hh.meta.tolist()]))
 """
 
 
@@ -143,9 +145,10 @@ def test_kernels_as_python_under_numba_disable_jit(compiled_state) -> None:
     proc = run_python(_DISABLED_JIT, json.dumps(queries), env={"NUMBA_DISABLE_JIT": "1", "JENOVA_FAST_PURE": "0",
                                                                 "PYTHONWARNINGS": "ignore::RuntimeWarning"})
     assert proc.returncode == 0, proc.stderr
-    words, top, sketch_sum = json.loads(proc.stdout)
+    words, top, sketch_sum, slots, meta = json.loads(proc.stdout)
     for pure in (False, True):
         w, hh = _count(pure, queries, k=32, width=256)
         assert (w, [list(c) for c in hh.top()], int(hh.sketch.sum())) == (words, top, sketch_sum)
+        assert (hh.slots[:, :6].tolist(), hh.meta.tolist()) == (slots, meta)  # df, sessions and their bounds
     os.environ.pop("JENOVA_FAST_PURE", None)
     assert len(top) == 32  # overflowed: the comparison covers evictions too
