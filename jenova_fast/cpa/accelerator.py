@@ -147,27 +147,28 @@ class CPA:
         number of words counted."""
         texts = texts if isinstance(texts, list) else list(texts)
         with self.batch():
-            words = self._count_queries(texts, None, time.time() if when is None else when)
+            words = self._count_queries(texts, time.time() if when is None else when)
             if match_themes and self.state.themes:
                 self._match_themes(texts, [when] * len(texts))
         return words
 
-    def _count_queries(self, texts: list[str], times: list[float | None] | None, when: float = 0.0) -> int:
-        """Count into the n-grams, each query in its session (by `times`, or all asked at `when`)."""
+    def _count_queries(self, texts: list[str], times: list[float | None] | float) -> int:
+        """Count into the n-grams, each query in its session: by its time in `times`, or all asked at the
+        one time `times` (one session: the current one, unless that time is far from the last query)."""
         if not texts:
             return 0
         st, ngrams = self.state, self.state.ngrams
-        sessions: list[int] | int
-        if times is None:  # one time for all: one session, a new one only if `when` is far from the last query
-            ids, st.last_query_time, last_id = assign_sessions([when], st.last_query_time, int(ngrams.meta[SESSION_ID]))
+        current = int(ngrams.meta[SESSION_ID])
+        sessions: np.ndarray | int
+        if isinstance(times, float | int):
+            ids, last_time, _ = assign_sessions([float(times)], st.last_query_time, current)
             sessions = ids[0]
         else:
-            sessions, last_time, last_id = assign_sessions(times, st.last_query_time, int(ngrams.meta[SESSION_ID]))
-            if last_time is not None:
-                st.last_query_time = last_time
-        words = counters.count_queries(ngrams, texts, self.state_dir, np.asarray(sessions, np.int64)
-                                       if isinstance(sessions, list) else sessions)
-        ngrams.meta[SESSION_ID] = last_id
+            ids, last_time, _ = assign_sessions(times, st.last_query_time, current)
+            sessions = np.asarray(ids, np.int64)
+        if last_time is not None:
+            st.last_query_time = last_time
+        words = counters.count_queries(ngrams, texts, self.state_dir, sessions)  # sets meta[SESSION_ID]
         st.queries += len(texts)
         st.words += words
         return words
