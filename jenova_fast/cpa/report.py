@@ -12,14 +12,15 @@ class PlotUnavailable(Exception):
     pass
 
 
-def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> list[str]:
+def _table(title: str, header: tuple[str, ...], rows: list[tuple], left: frozenset[int] = frozenset({0})) -> list[str]:
     if not rows:
         return [f"{title}: none yet", ""]
     cells = [tuple(map(str, header))] + [tuple(str(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
 
     def fmt(r: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
 
     return [title, fmt(cells[0]), "  ".join("-" * w for w in widths), *map(fmt, cells[1:]), ""]
 
@@ -47,7 +48,7 @@ def format_stats(stats: dict) -> str:
     lines += _table("candidate themes (recurring in queries, no insight yet)", ("theme", "score", "queries",
                                                                                  "sessions", "n-grams"),
                     [(t["theme"], f"{t['score']:.1f}", t["queries"], t["sessions"], ", ".join(t["ngrams"]))
-                     for t in stats["candidate_themes"]])
+                     for t in stats["candidate_themes"]], left=frozenset({0, 4}))
     lines += _table("themes (insight topics)", ("theme", "weight", "mentions"),
                     [(t["theme"], f"{t['weight']:.4g}", t["mentions"]) for t in stats["themes"]])
     lines += _table("memory kinds", ("kind", "accesses"), list(m["kinds"].items()))
