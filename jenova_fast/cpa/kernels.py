@@ -1,4 +1,4 @@
-"""Numba kernels: UTF-8 n-gram hashing, count-min sketch, top-k heavy hitters.
+"""Numba kernels: UTF-8 n-gram hashing, count-min sketch, top-k heavy hitters with document frequencies.
 
 Each has a pure-Python twin in `kernels_py.py` with identical results. Kernels are lazy dispatchers;
 `jit_cache` compiles them against SIGNATURES with the on-disk cache pointed into the state dir.

@@ -102,6 +102,8 @@ def candidate_themes(rows: Iterable[RankedPattern], themes: Iterable[str], words
     other, belong to one candidate (connected components); a candidate sharing a word with a better one
     is left out, a facet of it. A candidate is named by its best content bigram chained with the others
     that continue it."""
+    if top <= 0:
+        return []
     known = [set(_WORDS.findall(t)) for t in themes]
     known = [t for t in known if t]
     pool: list[tuple[RankedPattern, set[str]]] = []
