@@ -60,6 +60,8 @@ class HeavyHitters:
 
     While the top-k has never turned an item away, every count in it is exact (err == 0). After that, a
     newcomer enters with its sketch estimate as an upper bound and its possible overcount in `err`.
+    A tracked item also counts the documents that hold it (once per document; `df` with its own bound
+    `df_err`) and the sessions it was seen in while tracked.
     """
 
     ARRAYS = ("sketch", "hashes", "slots", "keys", "heap", "meta")
@@ -138,7 +140,7 @@ class HeavyHitters:
                 raise ValueError(f"array {prefix}.{name} has shape {arr.shape} {arr.dtype}, expected "
                                  f"{want.shape} {want.dtype}")
             if name == "slots":
-                self.slots[...] = arr
+                self.slots[...] = arr  # into the 64-byte-aligned table
             else:
                 setattr(self, name, np.ascontiguousarray(arr))
         texts = unpack_strings(f"{prefix}.texts", z)
