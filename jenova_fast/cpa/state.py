@@ -8,9 +8,8 @@ Layout of `<state>/state.npz` (schema 3), every member a plain NumPy array:
 - `ngrams.*`, `items.*`, `pairs.*`: a `HeavyHitters` each: `sketch` uint32[depth, width], `hashes` uint64[k],
   `slots` int64[k, 8] (one row per slot, fields `kernels.COUNT`..`REP_END`: count, document frequency,
   last document, sessions, count err, df err, two scratch), `keys` int64[k] (heap keys), `heap` int64[k],
-  `meta` int64[6]
-  (used, overflowed, total, documents, current session id, its first document), `texts.blob`/`texts.ends`
-  (UTF-8 strings).
+  `meta` int64[6] (used, overflowed, total, documents, current session id, its first document),
+  `texts.blob`/`texts.ends` (UTF-8 strings).
 - `kinds.names.*` + `kinds.counts` int64; `themes.names.*` + `themes.weight` f64 (as of `themes.time`),
   `themes.time` f64 (unix seconds), `themes.count` int64; `functions.names.*` + `functions.ncalls` int64,
   `functions.tottime` f64, `functions.cumtime` f64.
