@@ -221,3 +221,20 @@ def test_cli_json_by_and_plot(compiled_state, warm_state: Path, tmp_path: Path, 
     assert "jenova" not in {c["text"] for c in json.loads(capsys.readouterr().out)["queries"]["top"]}
     assert main(["stats", "--state-dir", str(warm_state), "--stopwords", str(tmp_path / "none.txt")]) == 2
     assert "none.txt" in capsys.readouterr().err
+
+
+def test_a_schema_1_state_migrates_through_2_to_3(cpa_impl: str, tmp_path: Path) -> None:
+    """Schema 1 made from the schema 2 fixture (no pairs, raw theme counts): both migrations in a row."""
+    with np.load(FIXTURE / state.STATE_FILE, allow_pickle=False) as z:
+        members = {n: z[n] for n in z.files if not n.startswith(("pairs.", "themes.weight", "themes.time"))}
+    members["themes.counts"] = members.pop("themes.count")
+    header = json.loads(members["header"].tobytes())
+    members["header"] = np.frombuffer(json.dumps({**header, "schema": 1}).encode(), dtype=np.uint8)
+    with open(tmp_path / state.STATE_FILE, "wb") as f:
+        np.savez(f, **members)
+    expected = json.loads((FIXTURE / "expected.json").read_text(encoding="utf-8"))
+    stats = CPA(tmp_path).stats(top=10_000, by="count", stopwords=os.devnull)
+    assert {c["text"]: [c["count"], c["err"]] for c in stats["queries"]["top"]} == expected["ngram_counts"]
+    assert {c["text"]: [c["count"], c["err"]] for c in stats["memory"]["top_items"]} == expected["items"]
+    assert stats["memory"]["top_pairs"] == [] and stats["queries"]["documents"] == expected["queries"]
+    assert {t["theme"]: t["mentions"] for t in stats["themes"]} == expected["themes"]
