@@ -149,6 +149,8 @@ def prepare(
         raise ValueError(f"eval_fraction {eval_fraction} must be at least 0 and below 1")
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    if template_from is not None and fmt != "text":
+        raise ValueError("--template-from renders --format text; add --format text or leave it out")
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens {max_tokens} must be at least 1")
     sources = _check_sources(sources, include_history)
@@ -351,6 +353,7 @@ def _balancer(
         topics=topics,
         eval_fraction=options.eval_fraction,  # the held-out records are not balanced: count the rest
         write_eval=lambda chunk: None,
+        drop=options.drop,
     )
     counts.update(topics)
     return TopicBalancer(counts, topic_caps_for(state_dir, counts))

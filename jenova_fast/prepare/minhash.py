@@ -1,13 +1,13 @@
 """Numba kernels for `--dedup near`: MinHash signatures over word 5-gram shingles and LSH band keys.
 
 Twins of `minhash_py.py`, which states the hashing; results are identical, bit for bit. Compiled on first
-use (cached beside this module); the GIL is released inside.
+use (cached beside this module); the GIL is released inside, and signatures run on every core.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from jenova_fast.prepare.minhash_py import NUM_PERM, SHINGLE_WORDS, permutations
 
@@ -21,22 +21,18 @@ _S32 = _U(32)
 _SPACE = np.uint8(32)
 
 
-@njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
+@njit(nogil=True, cache=True, fastmath=False, boundscheck=False, parallel=True)
 def _signatures(data, starts, a, b, out):  # pragma: no cover - compiled
     k = a.shape[0]
-    words = np.empty(64, dtype=np.uint64)
-    for i in range(starts.shape[0] - 1):
+    for i in prange(starts.shape[0] - 1):  # texts are independent: one per thread at a time
         lo, hi = starts[i], starts[i + 1]
-        # word hashes of data[lo:hi], split on single spaces
+        # word hashes of data[lo:hi], split on single spaces (at most one word per byte, plus one)
+        words = np.empty(hi - lo + 1, dtype=np.uint64)
         n = 0
         if hi > lo:
             h = _OFFSET
             for p in range(lo, hi + 1):
                 if p == hi or data[p] == _SPACE:
-                    if n == words.shape[0]:
-                        bigger = np.empty(2 * n, dtype=np.uint64)
-                        bigger[:n] = words
-                        words = bigger
                     words[n] = h
                     n += 1
                     h = _OFFSET
