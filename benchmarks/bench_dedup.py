@@ -9,7 +9,9 @@
    planted pairs (also per kind of change).
 2. Cost: wall time of `python -m jenova_fast.prepare` (native, one subprocess each, warm cache, Numba
    kernels cached) on a `--timing-insights` store: plain, `--eval-fraction 0.05`, `--dedup exact`,
-   `--dedup near`, and `--dedup near --eval-fraction 0.05`; median of `--repeat` runs.
+   `--dedup near`, `--dedup near --eval-fraction 0.05`, `--format sharegpt`, `--with-metadata`; median
+   of `--repeat` runs; `--format text` and `--max-tokens` (llama-cpp-python, a tiny GGUF's template and
+   tokenizer) for `--slow-repeat` rounds.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def quality(work: Path, insights: int, planted_count: int) -> list[dict]:
     return rows
 
 
-def timing(work: Path, insights: int, repeat: int) -> list[dict]:
+def timing(work: Path, insights: int, repeat: int, slow_repeat: int) -> list[dict]:
     from jenova_fast.demo import ensure_store
 
     store = work / f"timing-{insights}"
@@ -101,14 +103,27 @@ def timing(work: Path, insights: int, repeat: int) -> list[dict]:
         "--dedup exact": ["--dedup", "exact"],
         "--dedup near": ["--dedup", "near"],
         "--dedup near --eval-fraction 0.05": ["--dedup", "near", "--eval-fraction", "0.05"],
+        "--format sharegpt": ["--format", "sharegpt"],
+        "--with-metadata": ["--with-metadata"],
     }
+    slow: dict[str, list[str]] = {}
+    try:
+        from jenova_fast.finetune.tiny_model import write_tiny_model
+
+        model = str(write_tiny_model(work / "tiny-template.gguf"))
+        slow = {
+            "--format text --template-from tiny.gguf": ["--format", "text", "--template-from", model],
+            "--max-tokens 256 --tokenizer tiny.gguf": ["--max-tokens", "256", "--tokenizer", model],
+        }
+    except ImportError:
+        print("llama-cpp-python / gguf missing: --format text and --max-tokens not timed", file=sys.stderr)
     env = {k: v for k, v in os.environ.items() if k != "JENOVA_FAST_PURE"}
     base = [sys.executable, "-m", "jenova_fast.prepare", "--insights-dir", str(store), "--quiet"]
     subprocess.run([*base, "--output", str(work / "warm.jsonl"), "--dedup", "near"], env=env, check=True)
-    walls: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeat):
-        for name, extra in variants.items():  # alternate inside a round
-            start = time.perf_counter()
+    walls: dict[str, list[float]] = {name: [] for name in [*variants, *slow]}
+    for round_ in range(repeat):
+        for name, extra in [*variants.items(), *(slow.items() if round_ < slow_repeat else [])]:
+            start = time.perf_counter()  # alternate inside a round
             subprocess.run([*base, "--output", str(work / "t.jsonl"), *extra], env=env, check=True)
             walls[name].append(time.perf_counter() - start)
     plain = statistics.median(walls["plain"])
@@ -124,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--planted", type=int, default=2000)
     parser.add_argument("--timing-insights", type=int, default=200000, help="0 skips the timing")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--slow-repeat", type=int, default=1, help="rounds of the llama-cpp-python options")
     parser.add_argument("--work-dir", default=os.environ.get("JENOVA_BENCH_DIR", "/tmp/jenova-bench"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -133,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
             "quality": quality(Path(tmp), args.insights, args.planted),
-            "timing": timing(work, args.timing_insights, args.repeat) if args.timing_insights else [],
+            "timing": timing(work, args.timing_insights, args.repeat, args.slow_repeat) if args.timing_insights else [],
         }
     if args.json:
         print(json.dumps(results, indent=2))
@@ -149,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{k['reorder']:.2f} | {r['lsh_recall']:.3f} | {r['false_groups_on_clean_store']} | "
               f"{r['seconds']:.2f} |")
     if results["timing"]:
-        print(f"\ntiming: {args.timing_insights:,} insights, native, median of {args.repeat}")
+        print(f"\ntiming: {args.timing_insights:,} insights, native, median of {args.repeat} "
+              f"({args.slow_repeat} for the llama-cpp-python options)")
         print("| options | wall s | x plain |\n|---|---|---|")
         for r in results["timing"]:
             print(f"| {r['variant']} | {r['wall_s']:.2f} | {r['x_plain']:.2f} |")
