@@ -174,7 +174,7 @@ def prepare(
         from jenova_fast.prepare.dedup import find_duplicates
 
         insights = _collect(module, roots, threads, max_file_bytes, follow_symlinks)
-        found = find_duplicates(insights, dedup, near_threshold)
+        found = find_duplicates(insights, dedup, near_threshold, threads)
         report.dedup = found.to_dict()
         drop = found.dropped
     options = RecordOptions(

@@ -81,9 +81,10 @@ def kernels() -> ModuleType:
 
 
 def find_duplicates(
-    insights: Sequence[tuple[str, str, str]], mode: str, threshold: float = DEFAULT_THRESHOLD
+    insights: Sequence[tuple[str, str, str]], mode: str, threshold: float = DEFAULT_THRESHOLD, threads: int = 1
 ) -> DedupResult:
-    """`insights`: (path, timestamp or "", content) in output order. Returns the groups with 2+ members."""
+    """`insights`: (path, timestamp or "", content) in output order. Returns the groups with 2+ members.
+    `threads`: how many cores the signature kernel may use."""
     if mode not in MODES:
         raise ValueError(f"unknown --dedup mode {mode!r}; one of {', '.join(MODES)}")
     if not 0.0 < threshold <= 1.0:
@@ -108,7 +109,8 @@ def find_duplicates(
         union(i, first.setdefault(text, i))
     if mode == "near":
         reps = [i for i in range(len(texts)) if first[texts[i]] == i]
-        _near(result, [texts[i].encode("utf-8", "surrogatepass") for i in reps], reps, threshold, union, find)
+        encoded = [texts[i].encode("utf-8", "surrogatepass") for i in reps]
+        _near(result, encoded, reps, threshold, union, find, threads)
     members: dict[int, list[int]] = {}
     for i in range(len(insights)):
         members.setdefault(find(i), []).append(i)
@@ -123,10 +125,14 @@ def find_duplicates(
     return result
 
 
-def _near(result, encoded, reps, threshold, union, find) -> None:  # type: ignore[no-untyped-def]
+def _near(result, encoded, reps, threshold, union, find, threads) -> None:  # type: ignore[no-untyped-def]
     from jenova_fast.prepare import minhash_py
 
     k = kernels()
+    if k is not minhash_py:
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     a, b = minhash_py.permutations()
     result.bands, result.rows = choose_bands(threshold, len(a))
     starts = np.zeros(len(encoded) + 1, dtype=np.int64)
