@@ -1,7 +1,8 @@
 """Regression benchmarks of prepare's kernels, native against pure: `pytest benchmarks --benchmark-only`.
 
 walk = names only (count_files), parse = one insight's bytes to fields, escape = rendering one record,
-pipeline = the whole run over a small store (walk + read + parse + write).
+pipeline = the whole run over a small store (walk + read + parse + write); parse_python_dialect = a file
+only Python's json reads; minhash_signatures = --dedup near's kernel.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jenova_fast.demo import write_store
@@ -77,3 +79,42 @@ def test_pipeline(benchmark, impl, store):
         return records
 
     assert benchmark(run) == 5000 - 25
+
+
+PYTHON_DIALECT = SAMPLE.replace(
+    b'"related_concerns": []', b'"related_concerns": [NaN, 1e400, 123456789012345678901234567890]'
+)
+
+
+def test_parse_python_dialect(benchmark, impl):
+    """A file simdjson rejects: the native side pays simdjson's rejection plus the Python-dialect parser."""
+    pipeline, _ = impl
+    topic, _, user, _, _ = benchmark(pipeline.parse_insight, PYTHON_DIALECT)
+    assert (topic, user) == ("café ☕ culture", "josé")
+
+
+@pytest.fixture(scope="module")
+def texts() -> tuple[bytes, np.ndarray]:
+    from jenova_fast.demo import WORDS
+    from jenova_fast.prepare.dedup import normalize
+
+    rng = np.random.default_rng(5)
+    encoded = [normalize(" ".join(rng.choice(WORDS, size=int(rng.integers(10, 80))))).encode() for _ in range(2000)]
+    starts = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in encoded], out=starts[1:])
+    return b"".join(encoded), starts
+
+
+@pytest.mark.parametrize("kernels", ["minhash", "minhash_py"])
+def test_minhash_signatures(benchmark, texts, kernels):
+    """--dedup near: 128-permutation MinHash signatures of 2,000 texts of 10-80 words (Numba vs its twin)."""
+    import importlib
+
+    module = importlib.import_module(f"jenova_fast.prepare.{kernels}")
+    from jenova_fast.prepare.minhash_py import permutations
+
+    a, b = permutations()
+    data, starts = texts
+    module.signatures(data, starts[:2], a, b)  # compiled (or loaded from the cache) before timing
+    sig = benchmark(module.signatures, data, starts, a, b)
+    assert sig.shape == (2000, 128)
