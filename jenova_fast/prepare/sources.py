@@ -1,4 +1,4 @@
-"""`--sources`: what else the assistant learned about the user, beside its insight files (INSIGHTS.md).
+"""`--sources`: what else the assistant learned about the user, beside its insight files.
 
 - assumptions: `<user dir>/assumptions.json`, `{"verified": [...], "unverified": [...], "true": [...],
   "false": [...]}` of `{content, username, timestamp, cortex_id}`; the `verified` and `true` items become
