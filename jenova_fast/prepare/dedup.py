@@ -132,7 +132,7 @@ def _near(result, encoded, reps, threshold, union, find, threads) -> None:  # ty
     if k is not minhash_py:
         import numba
 
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     a, b = minhash_py.permutations()
     result.bands, result.rows = choose_bands(threshold, len(a))
     starts = np.zeros(len(encoded) + 1, dtype=np.int64)
