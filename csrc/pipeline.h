@@ -1,9 +1,10 @@
 // The native prepare pipeline: walk -> read -> parse, in parallel, output kept in sorted path order.
 //
 // One walker thread lists directories (sorted, openat-relative, never a global path list) into
-// batches; worker threads read and parse each batch's files with simdjson and render records through
-// the Cython writer's `format` callback; `next()` hands finished batches out strictly in order.
-// Memory is bounded by the number of batches in flight. Semantics mirror _pipeline_py.py exactly.
+// batches; worker threads read and parse each batch's files with simdjson (a file it rejects goes to the
+// Python-dialect parser of python_json.h), render records through the Cython writer's `format` callback
+// and put each in the training or the held-out output; `next()` hands finished batches out strictly in
+// order. Memory is bounded by the number of batches in flight. Semantics mirror _pipeline_py.py exactly.
 #pragma once
 
 #include <atomic>
