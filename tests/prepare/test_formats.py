@@ -114,3 +114,15 @@ def test_text_needs_a_template_and_the_extra(impl, small_store, tmp_path, tiny_g
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "pip install 'jenova-fast[finetune]'" in proc.stderr
+
+
+def test_threads_do_not_change_any_option(small_store):
+    outputs = set()
+    for threads in (1, 2, 5):
+        train: list[bytes] = []
+        held: list[bytes] = []
+        _pipeline.run([str(small_store)], max_bytes=1 << 20, follow_symlinks=False, threads=threads,
+                      write=train.append, on_skip=lambda s: None, progress=lambda *a: None, fmt="alpaca",
+                      metadata=True, eval_fraction=0.3, write_eval=held.append)
+        outputs.add((b"".join(train), b"".join(held)))
+    assert len(outputs) == 1
