@@ -48,9 +48,9 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     info = inspect_model(spec["base"])
     selection = select(spec["train"], info.tensors, info.n_layer)
     if spec["phase"] == "work":
-        if spec.get("frozen_as"):
-            working_copy.FROZEN_ON_CPU.update({t: spec["frozen_as"] for t in (
-                "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16")})
+        if spec.get("frozen_as"):  # the study: every frozen matrix in one type, whatever the table says
+            working_copy.frozen_type = lambda base_type, *, in_backward, matrix, gpu: (  # type: ignore[assignment]
+                spec["frozen_as"] if matrix and base_type != "F32" else base_type)
         work = working_copy.plan(open_reader(spec["base"]), set(selection.trained))
         path = working_copy.working_copy(Path(spec["base"]), work) if not spec.get("frozen_as") else \
             working_copy.write_working_copy(spec["base"], work, spec["work"])
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="SPEC:BASE_TYPE pairs (default: %(default)s)")
     p.add_argument("--frozen-study", action="store_true",
                    help="on the first model: last:2 with frozen tensors kept as Q4_K_M stores them vs Q8_0/F16/F32")
+    p.add_argument("--study-train", default="last:2", help="the --train of the frozen-type study")
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -217,21 +218,22 @@ def main(argv: list[str] | None = None) -> int:
                 _print(peer)
         if args.frozen_study and key == args.models.split(",")[0]:
             base = ensure_model(args.folder, key, "Q4_K_M").path
-            row = {"model": key, "train": "last:2", "base": "Q4_K_M, frozen as stored"}
-            work = _run_child({"phase": "work", "base": str(base), "train": "last:2"})
+            study = args.study_train
+            row = {"model": key, "train": study, "base": "Q4_K_M, frozen per the table"}
+            work = _run_child({"phase": "work", "base": str(base), "train": study})
             row.update(work)
-            row.update(_run_child({"phase": "train", "base": str(base), "work": work["work"], "train": "last:2",
+            row.update(_run_child({"phase": "train", "base": str(base), "work": work["work"], "train": study,
                                    "ctx": args.ctx, "threads": args.threads, "steps": args.steps}))
             rows.append(row)
             _print(row)
             for frozen in ("Q8_0", "F16", "F32"):
                 with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
-                    work = _run_child({"phase": "work", "base": str(base), "train": "last:2", "frozen_as": frozen,
+                    work = _run_child({"phase": "work", "base": str(base), "train": study, "frozen_as": frozen,
                                        "work": str(Path(tmp) / "w.gguf")})
-                    row = {"model": key, "train": "last:2", "base": f"Q4_K_M, frozen as {frozen}", **work}
+                    row = {"model": key, "train": study, "base": f"Q4_K_M, frozen as {frozen}", **work}
                     if "error" not in work:
                         row.update(_run_child({"phase": "train", "base": str(base), "work": work["work"],
-                                               "train": "last:2", "ctx": args.ctx, "threads": args.threads,
+                                               "train": study, "ctx": args.ctx, "threads": args.threads,
                                                "steps": args.steps}))
                     rows.append(row)
                     _print(row)

@@ -26,15 +26,32 @@ from jenova_fast.finetune.metadata import open_reader, rewrite_gguf
 
 log = logging.getLogger(__name__)
 
-# What a frozen tensor of each type becomes in the working copy; types not named are kept as they are.
-# CPU: llama.cpp's CPU backend differentiates through every type it can dequantize (OUT_PROD), as long as
-# the weights are not repacked (`use_extra_bufts`, which training turns off; repacked Q4_0/Q4_K abort with
-# GGML_ASSERT(*cur_backend_id != -1)). Kept types cost their own bytes; Q8_0 is listed where converting
-# measured faster per step than keeping (docs/finetune.md, "Frozen types").
-FROZEN_ON_CPU: dict[str, str] = {}
+# What a frozen tensor becomes in the working copy on the CPU. llama.cpp's CPU backend differentiates
+# through any type it can dequantize (OUT_PROD) once weight repacking is off, which training does (repacked
+# Q4_0/Q4_K/IQ4_NL abort with GGML_ASSERT(*cur_backend_id != -1)); what differs is speed (docs/finetune.md,
+# "Frozen types", measured on the SmolLM2-135M and Llama-3.2-1B shapes):
+# - before the first trained block, a frozen matrix only runs forward: types with a fast batched kernel
+#   (llamafile's tinyBLAS: F16, BF16, Q8_0, Q4_0, Q5_0, IQ4_NL) are kept; K-quants and the rest have none
+#   without repacking and made a Llama-3.2-1B last:2 step 1.7x slower than Q8_0, so they become Q8_0;
+# - where the backward pass runs (from the first trained block on, and the head), the gradient flows through
+#   the frozen matrix (OUT_PROD): Q8_0 took 11 s a step where the Q4_K_M mix took 24 and F16 46 (F32: 6, at
+#   4 bytes per parameter), so every frozen matrix there becomes Q8_0.
+FAST_FORWARD = frozenset({"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "IQ4_NL"})
+FROZEN_ON_CPU = "Q8_0"
 # GPU (CUDA): a frozen quantized matrix made a step ~19x slower than F32 (llama-finetune, H200), so every
 # frozen matrix is F32 there; this trades memory for speed.
-FROZEN_ON_GPU_DEFAULT = "F32"
+FROZEN_ON_GPU = "F32"
+
+
+def frozen_type(base_type: str, *, in_backward: bool, matrix: bool, gpu: bool) -> str:
+    """The one table: a frozen tensor's type in the working copy."""
+    if not matrix or base_type == "F32":
+        return base_type
+    if gpu:
+        return FROZEN_ON_GPU if base_type != "F16" else base_type
+    if in_backward:
+        return base_type if base_type == "Q8_0" else FROZEN_ON_CPU
+    return base_type if base_type in FAST_FORWARD else FROZEN_ON_CPU
 
 
 @dataclass(frozen=True)
@@ -95,15 +112,25 @@ def tensor_nbytes(type_name: str, n_elements: int) -> int:
 
 
 def plan(reader: Any, trained: set[str], *, gpu: bool = False) -> WorkPlan:
+    from jenova_fast.finetune.trainable import block_of
+
+    blocks = [b for b in map(block_of, trained) if b is not None]
+    first = min(blocks) if blocks else None  # the backward pass runs from here to the output
+
+    def in_backward(name: str) -> bool:
+        block = block_of(name)
+        if block is None:
+            return name.startswith("output.") and bool(trained)
+        return first is not None and block >= first
+
     tensors = []
     for tensor in reader.tensors:
         base_type = tensor.tensor_type.name
         if tensor.name in trained:
             work_type = "F32"
-        elif gpu and tensor.tensor_type.value not in (0, 1) and len(tensor.shape) > 1:  # quantized matrices
-            work_type = FROZEN_ON_GPU_DEFAULT
         else:
-            work_type = FROZEN_ON_CPU.get(base_type, base_type)
+            work_type = frozen_type(base_type, in_backward=in_backward(tensor.name), gpu=gpu,
+                                    matrix=len(tensor.shape) > 1 and tensor.name != "token_embd.weight")
         tensors.append(TensorPlan(tensor.name, int(tensor.n_elements), base_type, work_type, tensor.name in trained))
     return WorkPlan(tensors, gpu=gpu)
 

@@ -64,15 +64,45 @@ def test_a_spec_trains_exactly_its_tensors_and_keeps_the_others_bytes(tmp_path, 
     assert len(report.step_losses) == report.steps > 0 and report.eval_points[0] == (0, report.heldout_loss_before)
 
 
-def test_last_1_on_a_q4_k_m_base_keeps_frozen_q4_and_falls(tmp_path, q4k_base, small_chat_jsonl):
-    report, out = _run(tmp_path, q4k_base, small_chat_jsonl, train="last:1", lr=5e-4)
+@pytest.fixture(scope="module")
+def q4k2_base(q_source: Path) -> Path:
+    """Two blocks of 256-wide rows quantized to Q4_K_M by llama.cpp: last:1 leaves a whole block frozen."""
+    import llama_cpp.llama_cpp as lc
+
+    out = q_source.with_name("q4k2-Q4_K_M.gguf")
+    params = lc.llama_model_quantize_default_params()
+    params.ftype, params.nthread = lc.LLAMA_FTYPE_MOSTLY_Q4_K_M, 1
+    assert lc.llama_model_quantize(str(q_source).encode(), str(out).encode(), params) == 0
+    return out
+
+
+def test_last_1_on_a_q4_k_m_base_converts_frozen_k_quants_to_q8_0_and_falls(tmp_path, q4k2_base, small_chat_jsonl):
+    q4k_base = q4k2_base
+    report, out = _run(tmp_path, q4k_base, small_chat_jsonl, train="last:1", lr=3e-4)
     assert report.heldout_loss_after < report.heldout_loss_before - 1.0, report
     work = {t.name: t.tensor_type.name for t in open_reader(report.working_copy).tensors}
     base = _tensor_bytes(q4k_base)
     assert {work[n] for n in report.trained_tensors} == {"F32"}
-    assert "Q4_K" in {base[n][0] for n in base if n not in report.trained_tensors}  # frozen Q4_K, not converted
-    assert report.converted == {} and report.frozen_bytes > 0
-    assert _changed(q4k_base, out) == set(report.trained_tensors)
+    frozen_k = [n for n in base if n.startswith("blk.0.") and base[n][0] in ("Q4_K", "Q6_K")]
+    assert frozen_k and {work[n] for n in frozen_k} == {"Q8_0"}  # forward-only K-quants: the fast kernel
+    assert work["token_embd.weight"] == base["token_embd.weight"][0]
+    assert sum(report.converted.values()) == len(frozen_k) and report.frozen_bytes > 0
+    assert _changed(q4k_base, out) == set(report.trained_tensors)  # the result keeps the base's own bytes
+
+
+def test_the_frozen_type_table():
+    from jenova_fast.finetune.working_copy import frozen_type
+
+    def on_cpu(t: str, backward: bool) -> str:
+        return frozen_type(t, in_backward=backward, matrix=True, gpu=False)
+
+    assert [on_cpu(t, False) for t in ("F16", "Q8_0", "Q4_0", "Q5_0", "IQ4_NL")] == ["F16", "Q8_0", "Q4_0", "Q5_0",
+                                                                                      "IQ4_NL"]
+    assert {on_cpu(t, False) for t in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "Q4_1")} == {"Q8_0"}
+    assert {on_cpu(t, True) for t in ("F16", "BF16", "Q4_0", "Q4_K", "Q6_K", "Q8_0")} == {"Q8_0"}
+    assert frozen_type("F32", in_backward=True, matrix=True, gpu=False) == "F32"
+    assert frozen_type("Q4_K", in_backward=False, matrix=False, gpu=False) == "Q4_K"  # vectors as stored
+    assert frozen_type("Q4_K", in_backward=False, matrix=True, gpu=True) == "F32"
 
 
 def test_requantize_base_gives_a_model_of_the_base_size_that_generates(tmp_path, q4k_base, small_chat_jsonl):
@@ -167,9 +197,10 @@ def test_gpu_working_copy_keeps_frozen_matrices_f32(q4k_base):
     reader = open_reader(q4k_base)
     on_gpu = working_copy.plan(reader, {"output.weight"}, gpu=True)
     on_cpu = working_copy.plan(reader, {"output.weight"}, gpu=False)
-    frozen_matrices = [t for t in on_gpu.tensors if not t.trained and t.base_type not in ("F32", "F16")]
+    frozen_matrices = [t for t in on_gpu.tensors
+                       if not t.trained and t.base_type not in ("F32", "F16") and t.name != "token_embd.weight"]
     assert frozen_matrices and {t.work_type for t in frozen_matrices} == {"F32"}
-    assert on_cpu.converted == {} and on_gpu.converted
+    assert on_gpu.converted != on_cpu.converted
 
 
 FROZEN_TYPES = ["F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_0", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K", "IQ4_NL",
