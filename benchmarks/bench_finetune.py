@@ -49,7 +49,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     selection = select(spec["train"], info.tensors, info.n_layer)
     if spec["phase"] == "work":
         if spec.get("frozen_as"):  # the study: every frozen matrix in one type, whatever the table says
-            working_copy.frozen_type = lambda base_type, *, in_backward, matrix, gpu: (  # type: ignore[assignment]
+            working_copy.frozen_type = lambda base_type, *, in_backward, matrix, gpu, lean=False: (  # type: ignore
                 spec["frozen_as"] if matrix and base_type != "F32" else base_type)
         work = working_copy.plan(open_reader(spec["base"]), set(selection.trained))
         path = working_copy.working_copy(Path(spec["base"]), work) if not spec.get("frozen_as") else \
@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frozen-study", action="store_true",
                    help="on the first model: last:2 with frozen tensors kept as Q4_K_M stores them vs Q8_0/F16/F32")
     p.add_argument("--study-train", default="last:2", help="the --train of the frozen-type study")
+    p.add_argument("--tied", action="store_true", help="the models' real layout: output head tied to token_embd")
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -187,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         baseline = None
         for config in filter(None, args.configs.split(",")):
             spec, _, qtype = config.rpartition(":")
-            base = ensure_model(args.folder, key, qtype).path
+            base = ensure_model(args.folder, key, qtype, tied=args.tied).path
             need, have = _estimate(base, spec, args.ctx)
-            row: dict[str, Any] = {"model": key, "train": spec, "base": qtype, "estimate_mb": need / 2**20,
+            name = key + (" (tied)" if args.tied else "")
+            row: dict[str, Any] = {"model": name, "train": spec, "base": qtype, "estimate_mb": need / 2**20,
                                    "available_mb": have / 2**20}
             if need * 1.15 > have:
                 row["skipped"] = f"needs ~{need / 2**30:.1f} GiB, {have / 2**30:.1f} GiB available"
@@ -207,15 +209,18 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             _print(row)
             if not args.no_peers and "s_per_step" in row and qtype == "F32":
+                peers = []
                 if spec == "all" and program is not None:
-                    peer = {**row, **_llama_finetune(program, base, args.ctx, args.threads, args.steps),
-                            "train": "all (llama-finetune)"}
+                    peers.append({"model": key, "base": qtype, "train": "all (llama-finetune)",
+                                  **_llama_finetune(program, base, args.ctx, args.threads, args.steps)})
+                peers.append({"model": key, "base": "fp32", **_torch(key, spec, args.ctx, args.threads, args.steps),
+                              "train": f"{spec} (PyTorch)"})
+                for peer in peers:
+                    if "s_per_step" in peer:
+                        peer["tokens_per_s"] = args.ctx / peer["s_per_step"]
+                        peer["ours_vs_peer"] = row["s_per_step"] / peer["s_per_step"]
                     rows.append(peer)
                     _print(peer)
-                peer = {"model": key, "base": "fp32", **_torch(key, spec, args.ctx, args.threads, args.steps)}
-                peer["train"] = f"{spec} (PyTorch)"
-                rows.append(peer)
-                _print(peer)
         if args.frozen_study and key == args.models.split(",")[0]:
             base = ensure_model(args.folder, key, "Q4_K_M").path
             study = args.study_train
@@ -251,9 +256,11 @@ def _print(row: dict[str, Any]) -> None:
     hours = f"{row['hours_per_1k']:.2f}" if "hours_per_1k" in row else ""
     versus = (f"{row['speedup_vs_first']:.2f}x faster, {row['rss_vs_first']:.2f}x RSS"
               if "speedup_vs_first" in row else "")
+    if "ours_vs_peer" in row:
+        versus = f"ours takes {row['ours_vs_peer']:.2f}x its time"
     tokens = f"{row.get('tokens_per_s', 0):.0f}" if "tokens_per_s" in row else ""
     print(f"| {row['model']} | {row['train']} | {row['base']} | {row['s_per_step']:.2f} | {tokens} | "
-          f"{row['peak_rss_mb'] / 1024:.2f} GB | {est} | {hours} | {versus} |", flush=True)
+          f"{row['peak_rss_mb'] / 1024:.2f} GiB | {est} | {hours} | {versus} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -112,10 +112,10 @@ def _write(writer: Any, reader: Any, src: Any, set_from: dict[str, Any], dropped
             continue
         writer.add_key_value(name, value, main, sub_type=sub)
 
-    plans = []
+    plans: list[tuple[Any, Any, Callable[[], np.ndarray], Any]] = []
     for tensor in reader.tensors:
         if tensor_rewrite is None:
-            plans.append((tensor.data.shape, tensor.data.dtype, lambda t=tensor: t.data, tensor.tensor_type))
+            plans.append((tensor.data.shape, tensor.data.dtype, _as_stored(tensor), tensor.tensor_type))
         else:
             plans.append(tensor_rewrite(tensor.name, tensor.tensor_type, tensor.data))
     for tensor, (shape, dtype, _, ggml_type) in zip(reader.tensors, plans, strict=True):
@@ -126,6 +126,10 @@ def _write(writer: Any, reader: Any, src: Any, set_from: dict[str, Any], dropped
     writer.write_ti_data_to_file()
     for _, _, produce, _ in plans:
         writer.write_tensor_data(produce(), tensor_endianess=reader.endianess)
+
+
+def _as_stored(tensor: Any) -> Callable[[], np.ndarray]:
+    return lambda: tensor.data
 
 
 def restore_metadata(trained: str | os.PathLike[str], base: str | os.PathLike[str],

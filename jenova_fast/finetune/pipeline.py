@@ -125,17 +125,24 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig) -> TrainPlan
     if gpu:
         runtime.check_gpu_offload()
 
+    have = memory.available_memory() if config.memory_available is None else config.memory_available
+
     def estimate_for(spec: str) -> tuple[trainable.Selection, memory.MemoryEstimate]:
+        """The faster working copy (frozen matrices on the backward path in F32) if it fits, else the lean one."""
         selection = trainable.select(spec, info.tensors, info.n_layer)
-        work = working_copy.plan(reader, set(selection.trained), gpu=gpu)
-        gpu_weights = sum(working_copy.tensor_nbytes(t.work_type, t.n_elements) for t in work.tensors
-                          if trainable.block_of(t.name) is not None)
-        need = memory.estimate(work_bytes=work.work_bytes(), selection=selection, n_layer=info.n_layer,
-                               n_embd=info.n_embd, n_ff=info.n_ff, n_head=info.n_head, n_vocab=info.n_vocab,
-                               n_ctx=config.n_ctx, gpu_layers=config.gpu_layers, gpu_weight_bytes=gpu_weights)
+        for lean in (False, True):
+            work = working_copy.plan(reader, set(selection.trained), gpu=gpu, lean=lean)
+            gpu_weights = sum(working_copy.tensor_nbytes(t.work_type, t.n_elements) for t in work.tensors
+                              if trainable.block_of(t.name) is not None)
+            need = memory.estimate(work_bytes=work.work_bytes(), selection=selection, n_layer=info.n_layer,
+                                   n_embd=info.n_embd, n_ff=info.n_ff, n_head=info.n_head, n_vocab=info.n_vocab,
+                                   n_ctx=config.n_ctx, gpu_layers=config.gpu_layers, gpu_weight_bytes=gpu_weights)
+            plans[spec] = work
+            if memory.fits(need, have):
+                break
         return selection, need
 
-    have = memory.available_memory() if config.memory_available is None else config.memory_available
+    plans: dict[str, working_copy.WorkPlan] = {}
     spec = config.train or trainable.default_spec(info.architecture)
     if spec is not None:
         selection, need = estimate_for(spec)
@@ -151,7 +158,9 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig) -> TrainPlan
     if config.trainer == "llama-finetune" and selection.spec != "all":
         raise FinetuneError(f"--train {selection.spec}: llama-finetune trains every F32 tensor and has no filter; "
                             "use the in-process trainer (the default) to train a subset, or --train all")
-    work = working_copy.plan(reader, set(selection.trained), gpu=gpu)
+    work = plans[selection.spec]
+    if work.lean:
+        choice += "; frozen matrices on the backward path kept in Q8_0 (F32 would not fit)"
     return TrainPlan(selection, work, need, choice, probe)
 
 

@@ -116,13 +116,13 @@ class Renderer:
         self._prompt = Jinja2ChatFormatter(template, eos_text, bos_text, add_generation_prompt=True)
 
     def conversation(self, messages: Messages) -> str:
-        return self._full(messages=messages).prompt
+        return self._full(messages=messages).prompt  # type: ignore[arg-type]  # plain dicts are the wire form
 
     def prompt(self, messages: Messages) -> str:
         """The messages up to (not including) the last assistant turn, ready for the model to answer."""
         while messages and messages[-1]["role"] == "assistant":
             messages = messages[:-1]
-        return self._prompt(messages=messages).prompt
+        return self._prompt(messages=messages).prompt  # type: ignore[arg-type]
 
 
 @dataclass

@@ -103,6 +103,9 @@ class _Lib:
         # returns *(ggml_opt_optimizer_params *) userdata: the params struct below, which we may change
         self.constant_params = ctypes.cast(self.ggml.ggml_opt_get_constant_optimizer_params, ctypes.c_void_p).value
 
+    def __getattr__(self, name: str) -> Any:  # the C functions set in __init__, for the type checker
+        raise AttributeError(name)
+
     def result_stats(self, result: int) -> tuple[float, float]:
         loss, acc, unc = ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
         self.ggml_opt_result_loss(result, ctypes.byref(loss), ctypes.byref(unc))
@@ -162,7 +165,8 @@ class _Datasets:
     """ggml datasets by window count, reused: training runs in chunks of a few windows each."""
 
     def __init__(self, lib: _Lib, n_ctx: int) -> None:
-        self.lib, self.n_ctx, self.by_size = lib, n_ctx, {}
+        self.lib, self.n_ctx = lib, n_ctx
+        self.by_size: dict[int, int] = {}
 
     def filled(self, rows: np.ndarray) -> int:
         n = len(rows)
@@ -310,7 +314,7 @@ def train_inprocess(
                 errors.append(exc)
 
         callback = EpochCallback(on_batch)
-        null_callback = ctypes.cast(None, EpochCallback)
+        null_callback = EpochCallback()  # a NULL function pointer: llama.cpp skips the call
 
         def run(rows: np.ndarray, train: bool) -> None:
             dataset = datasets.filled(rows)

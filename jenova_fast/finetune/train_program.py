@@ -17,7 +17,9 @@ import shutil
 import subprocess
 import time
 from collections import deque
+from io import BufferedReader
 from pathlib import Path
+from typing import cast
 
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.metadata import open_reader
@@ -98,7 +100,8 @@ def train_program(
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) as proc:
         assert proc.stderr is not None
         buffer = b""
-        while chunk := proc.stderr.read1(4096):
+        stream = cast(BufferedReader, proc.stderr)  # Popen's pipe is buffered: read1 returns what is there
+        while chunk := stream.read1(4096):
             *lines, buffer = re.split(rb"[\r\n]", buffer + chunk)
             for raw in lines:
                 line = raw.decode("utf-8", "replace").strip()

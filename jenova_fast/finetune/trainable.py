@@ -43,6 +43,7 @@ class Selection:
     spec: str
     trained: tuple[str, ...]  # in the model's tensor order
     n_params: int
+    largest: int = 0  # elements of the largest trained tensor
 
     def __contains__(self, name: object) -> bool:
         return name in set(self.trained)
@@ -82,7 +83,8 @@ def select(spec: str, tensors: Iterable[tuple[str, int]], n_layer: int) -> Selec
                 "list the names with `python -m gguf.scripts.gguf_dump BASE.gguf`")
     if not trained:
         raise FinetuneError(f"--train {spec!r} selects no tensor llama.cpp can train (token_embd never is)")
-    return Selection(spec, tuple(name for name, _ in trained), sum(n for _, n in trained))
+    return Selection(spec, tuple(name for name, _ in trained), sum(n for _, n in trained),
+                     max(n for _, n in trained))
 
 
 def check_architecture(architecture: str, selection: Selection, path: object) -> bool:

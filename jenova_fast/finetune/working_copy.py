@@ -1,10 +1,9 @@
 """The file llama.cpp trains, and the way back to a model of the base's size.
 
 llama.cpp trains F32 tensors only, so the tensors to be trained are dequantized to F32 in a working copy.
-Frozen tensors keep their bytes where the training backend can differentiate through them (gradients flow
-through a frozen matrix into the trained tensors before it); `FROZEN_ON_CPU` / `FROZEN_ON_GPU` say what
-happens to each type, measured in docs/finetune.md. After training, the result takes every frozen tensor
-byte for byte from the base, and the trained ones as F32 or, with `--requantize`, quantized by ggml's own
+A frozen tensor is kept as stored or converted to the type its kernels run fastest in, by one table
+(`frozen_type`, measured in docs/finetune.md). After training, the result takes every frozen tensor byte
+for byte from the base, and the trained ones as F32 or, with `--requantize`, quantized by ggml's own
 quantizer (any type llama.cpp writes, K-quants included).
 """
 
@@ -34,24 +33,25 @@ log = logging.getLogger(__name__)
 #   (llamafile's tinyBLAS: F16, BF16, Q8_0, Q4_0, Q5_0, IQ4_NL) are kept; K-quants and the rest have none
 #   without repacking and made a Llama-3.2-1B last:2 step 1.7x slower than Q8_0, so they become Q8_0;
 # - where the backward pass runs (from the first trained block on, and the head), the gradient flows through
-#   the frozen matrix (OUT_PROD): Q8_0 took 11 s a step where the Q4_K_M mix took 24 and F16 46 (F32: 6, at
-#   4 bytes per parameter), so every frozen matrix there becomes Q8_0.
+#   the frozen matrix (OUT_PROD): F32 took 6 s a step, Q8_0 11, the Q4_K_M mix 24 and F16 46, so frozen
+#   matrices there are F32, or Q8_0 (`lean`, a quarter of the bytes) when F32 would not fit in memory.
 FAST_FORWARD = frozenset({"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "IQ4_NL"})
-FROZEN_ON_CPU = "Q8_0"
+FROZEN_FORWARD = "Q8_0"
+FROZEN_BACKWARD, FROZEN_BACKWARD_LEAN = "F32", "Q8_0"
 # GPU (CUDA): a frozen quantized matrix made a step ~19x slower than F32 (llama-finetune, H200), so every
 # frozen matrix is F32 there; this trades memory for speed.
 FROZEN_ON_GPU = "F32"
 
 
-def frozen_type(base_type: str, *, in_backward: bool, matrix: bool, gpu: bool) -> str:
+def frozen_type(base_type: str, *, in_backward: bool, matrix: bool, gpu: bool, lean: bool = False) -> str:
     """The one table: a frozen tensor's type in the working copy."""
     if not matrix or base_type == "F32":
         return base_type
     if gpu:
-        return FROZEN_ON_GPU if base_type != "F16" else base_type
+        return FROZEN_ON_GPU
     if in_backward:
-        return base_type if base_type == "Q8_0" else FROZEN_ON_CPU
-    return base_type if base_type in FAST_FORWARD else FROZEN_ON_CPU
+        return FROZEN_BACKWARD_LEAN if lean else FROZEN_BACKWARD
+    return base_type if base_type in FAST_FORWARD else FROZEN_FORWARD
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class WorkPlan:
 
     tensors: list[TensorPlan]
     gpu: bool = False
+    lean: bool = False  # frozen matrices on the backward path in Q8_0 instead of F32, to fit in memory
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -111,16 +112,19 @@ def tensor_nbytes(type_name: str, n_elements: int) -> int:
     return n_elements // block * size
 
 
-def plan(reader: Any, trained: set[str], *, gpu: bool = False) -> WorkPlan:
+def plan(reader: Any, trained: set[str], *, gpu: bool = False, lean: bool = False) -> WorkPlan:
     from jenova_fast.finetune.trainable import block_of
 
     blocks = [b for b in map(block_of, trained) if b is not None]
     first = min(blocks) if blocks else None  # the backward pass runs from here to the output
 
+    # a model without output.weight ties its head to token_embd: then token_embd is the head's matrix too
+    tied = not any(t.name == "output.weight" for t in reader.tensors)
+
     def in_backward(name: str) -> bool:
         block = block_of(name)
         if block is None:
-            return name.startswith("output.") and bool(trained)
+            return (name.startswith("output.") or (tied and name == "token_embd.weight")) and bool(trained)
         return first is not None and block >= first
 
     tensors = []
@@ -129,10 +133,10 @@ def plan(reader: Any, trained: set[str], *, gpu: bool = False) -> WorkPlan:
         if tensor.name in trained:
             work_type = "F32"
         else:
-            work_type = frozen_type(base_type, in_backward=in_backward(tensor.name), gpu=gpu,
-                                    matrix=len(tensor.shape) > 1 and tensor.name != "token_embd.weight")
+            matrix = len(tensor.shape) > 1 and (tied or tensor.name != "token_embd.weight")  # else only rows read
+            work_type = frozen_type(base_type, in_backward=in_backward(tensor.name), gpu=gpu, matrix=matrix, lean=lean)
         tensors.append(TensorPlan(tensor.name, int(tensor.n_elements), base_type, work_type, tensor.name in trained))
-    return WorkPlan(tensors, gpu=gpu)
+    return WorkPlan(tensors, gpu=gpu, lean=lean)
 
 
 def _convert(data: np.ndarray, src: Any, dst_name: str) -> tuple[tuple[int, ...], Any, Callable[[], np.ndarray], Any]:

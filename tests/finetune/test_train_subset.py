@@ -99,7 +99,8 @@ def test_the_frozen_type_table():
     assert [on_cpu(t, False) for t in ("F16", "Q8_0", "Q4_0", "Q5_0", "IQ4_NL")] == ["F16", "Q8_0", "Q4_0", "Q5_0",
                                                                                       "IQ4_NL"]
     assert {on_cpu(t, False) for t in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "Q4_1")} == {"Q8_0"}
-    assert {on_cpu(t, True) for t in ("F16", "BF16", "Q4_0", "Q4_K", "Q6_K", "Q8_0")} == {"Q8_0"}
+    assert {on_cpu(t, True) for t in ("F16", "BF16", "Q4_0", "Q4_K", "Q6_K", "Q8_0")} == {"F32"}  # on the backward path
+    assert {frozen_type(t, in_backward=True, matrix=True, gpu=False, lean=True) for t in ("F16", "Q4_K")} == {"Q8_0"}
     assert frozen_type("F32", in_backward=True, matrix=True, gpu=False) == "F32"
     assert frozen_type("Q4_K", in_backward=False, matrix=False, gpu=False) == "Q4_K"  # vectors as stored
     assert frozen_type("Q4_K", in_backward=False, matrix=True, gpu=True) == "F32"
