@@ -5,7 +5,7 @@ two moments; the F32 weight itself is in the working copy) + activations. Activa
 gradient over the vocabulary, the temporary gradient of the largest trained tensor, a forward working set,
 and the saved activations of every block the backward pass runs through (all of them for `all`, N for
 `last:N`). Checked against measured peak RSS at three real shapes (docs/finetune.md): it errs on the safe
-side, by 2-25%.
+side, by 4-30%.
 """
 
 from __future__ import annotations
