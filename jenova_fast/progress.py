@@ -42,7 +42,9 @@ class ProgressBar:
             tail = f"ETA {_duration(eta)}"
         else:
             fraction, counts, tail = None, f"{done:,} {self.unit}", "counting…" if self.tty else ""
-        stats = f"{rate:,.0f} {self.unit}/s {extra}".rstrip()
+        # slow work (a training step of a real model) reads better as seconds per item than as 0 items/s
+        speed = f"{rate:,.0f} {self.unit}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.1f} s/{self.unit.rstrip('s')}"
+        stats = f"{speed} {extra}".rstrip()
         if self.tty:
             bar = ""
             if fraction is not None:
