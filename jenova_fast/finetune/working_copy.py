@@ -194,7 +194,13 @@ def working_copy(base: Path, work: WorkPlan) -> Path:
     for stale in base.parent.glob(f"{base.stem}.work-*.gguf"):
         log.info("removing the working copy of another --train choice: %s", stale)
         stale.unlink(missing_ok=True)
-    return write_working_copy(base, work, copy)
+    try:
+        return write_working_copy(base, work, copy)
+    except OSError as exc:  # a read-only folder, a full disk, a file size limit
+        raise FinetuneError(
+            f"{copy}: cannot write the working copy ({exc.strerror or exc}); it needs "
+            f"{work.work_bytes() / 2**20:.1f} MiB beside the base: free space there, or copy the base to a "
+            "writable folder with room") from exc
 
 
 def _can_dequantize(qtype: Any) -> bool:

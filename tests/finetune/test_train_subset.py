@@ -315,3 +315,26 @@ def test_eval_data_is_the_heldout_set_and_every_data_record_trains(tmp_path, tin
     report, _ = _run(tmp_path, tiny_base, small_chat_jsonl, train="head", eval_data=held)
     assert report.records == {"train": 40, "heldout": 12, "skipped": 0}
     assert report.heldout_loss_after < report.heldout_loss_before
+
+
+def test_a_working_copy_that_cannot_be_written_is_an_error_naming_the_fix(tmp_path, q8_base):
+    """A file size limit stands in for a full disk (root ignores read-only folders); no temp file stays."""
+    base = tmp_path / q8_base.name
+    base.write_bytes(q8_base.read_bytes())
+    child = f"""
+import resource
+from pathlib import Path
+from jenova_fast.finetune import FinetuneError, working_copy
+from jenova_fast.finetune.metadata import open_reader
+base = Path({str(base)!r})
+work = working_copy.plan(open_reader(base), {{t.name for t in open_reader(base).tensors}})
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))
+try:
+    working_copy.working_copy(base, work)
+except FinetuneError as exc:
+    print(exc)
+"""
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=False)
+    assert "cannot write the working copy (" in done.stdout, done.stdout + done.stderr
+    assert "copy the base to a writable folder" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [base.name]
