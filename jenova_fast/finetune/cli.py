@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     except FinetuneError as exc:
         print(f"finetune: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the disk filled up or a folder is not writable, mid-run: nothing was installed
+        print(f"finetune: error: {exc.filename or args.out}: {exc.strerror or exc}; {args.out} was not touched; "
+              "free space there or choose another --out / --models-dir", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if display is not None:
             display.close()
