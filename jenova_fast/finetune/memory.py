@@ -105,6 +105,14 @@ def choose(n_layer: int, estimate_for: Callable[[str], tuple[Selection, MemoryEs
         f"{gib(have)} is available; try --train head, a lower --ctx, a smaller base, or more RAM")
 
 
+def check_gpu(need: MemoryEstimate, gpu_free: int, path: object) -> None:
+    """--gpu-layers: the offloaded part must fit the GPUs' free memory too."""
+    if need.gpu * HEADROOM > gpu_free:
+        raise FinetuneError(
+            f"{path}: the offloaded layers need about {gib(need.gpu)} of GPU memory (x{HEADROOM:.2f} headroom) but "
+            f"{gib(gpu_free)} is free on the GPUs; lower --gpu-layers, train fewer tensors, or lower --ctx")
+
+
 def check(selection: Selection, need: MemoryEstimate, have: int, path: object, n_ctx: int) -> None:
     """An explicit --train that cannot fit is refused before loading anything (instead of the OOM killer)."""
     if not fits(need, have):

@@ -158,6 +158,8 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig) -> TrainPlan
     if config.trainer == "llama-finetune" and selection.spec != "all":
         raise FinetuneError(f"--train {selection.spec}: llama-finetune trains every F32 tensor and has no filter; "
                             "use the in-process trainer (the default) to train a subset, or --train all")
+    if gpu:
+        memory.check_gpu(need, sum(d.free for d in runtime.gpu_devices()), info.path)
     work = plans[selection.spec]
     if work.lean:
         choice += "; frozen matrices on the backward path kept in Q8_0 (F32 would not fit)"

@@ -7,9 +7,11 @@ the libllama they ship; only the training entry points need declarations of our 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ MIN_LLAMA_CPP_PYTHON = (0, 3, 36)
 GGML_TYPE_F32 = 0
 LLAMA_LOAD_MODE_NONE = 0  # plain reads into writable buffers; training needs writable weights
 LLAMA_FLASH_ATTN_TYPE_DISABLED = 0  # FLASH_ATTN_EXT has no backward pass
+GGML_BACKEND_DEVICE_TYPE_GPU = 1  # enum ggml_backend_dev_type
 
 
 _LLAMA_LOG = logging.getLogger("jenova_fast.finetune.llama_cpp")
@@ -85,6 +88,35 @@ def check_gpu_offload() -> None:
             "--gpu-layers: this llama-cpp-python has no GPU backend; rebuild it with one, e.g. "
             "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall --no-cache-dir 'llama-cpp-python>=0.3.36' "
             "(-DGGML_METAL=on on a Mac, -DGGML_VULKAN=on for Vulkan), or leave --gpu-layers at 0")
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    free: int  # bytes
+    total: int
+
+
+def gpu_devices() -> list[Device]:
+    """The GPUs llama.cpp's backends see (none in a CPU build), with their free memory, through libggml's
+    device registry: what `--gpu-layers` will use."""
+    llama_cpp_module().llama_backend_init()
+    ggml = ctypes.CDLL(str(library_dir() / "libggml.so"))
+    p, size = ctypes.c_void_p, ctypes.c_size_t
+    for name, argtypes, restype in (("ggml_backend_dev_count", [], size), ("ggml_backend_dev_get", [size], p),
+                                    ("ggml_backend_dev_type", [p], ctypes.c_int),
+                                    ("ggml_backend_dev_name", [p], ctypes.c_char_p),
+                                    ("ggml_backend_dev_memory", [p, ctypes.POINTER(size), ctypes.POINTER(size)], None)):
+        fn = getattr(ggml, name)
+        fn.argtypes, fn.restype = argtypes, restype
+    devices = []
+    for i in range(ggml.ggml_backend_dev_count()):
+        dev = ggml.ggml_backend_dev_get(i)
+        if ggml.ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_GPU:
+            free, total = ctypes.c_size_t(), ctypes.c_size_t()
+            ggml.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+            devices.append(Device(ggml.ggml_backend_dev_name(dev).decode("utf-8", "replace"), free.value, total.value))
+    return devices
 
 
 def free_cores() -> int:

@@ -338,3 +338,18 @@ except FinetuneError as exc:
     assert "cannot write the working copy (" in done.stdout, done.stdout + done.stderr
     assert "copy the base to a writable folder" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [base.name]
+
+
+def test_gpu_devices_and_the_gpu_memory_check():
+    from jenova_fast.finetune import memory
+    from jenova_fast.finetune.runtime import gpu_devices
+
+    devices = gpu_devices()
+    import llama_cpp.llama_cpp as lc
+
+    assert bool(devices) <= bool(lc.llama_supports_gpu_offload())  # a CPU build sees no GPU
+    assert all(d.total >= d.free >= 0 and d.name for d in devices)
+    need = memory.MemoryEstimate(weights=2**30, optimizer=2**30, activations=2**29, gpu=2**30)
+    memory.check_gpu(need, 2 * 2**30, "m.gguf")
+    with pytest.raises(FinetuneError, match=r"m.gguf: the offloaded layers need about 1.00 GiB .* 0.50 GiB is free"):
+        memory.check_gpu(need, 2**29, "m.gguf")
