@@ -99,7 +99,6 @@ class _Lib:
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = argtypes, restype
             setattr(self, name, fn)
-        self.param_filter_all = ctypes.cast(self.llama.llama_opt_param_filter_all, ctypes.c_void_p).value
         # returns *(ggml_opt_optimizer_params *) userdata: the params struct below, which we may change
         self.constant_params = ctypes.cast(self.ggml.ggml_opt_get_constant_optimizer_params, ctypes.c_void_p).value
 
@@ -145,7 +144,6 @@ class TrainResult:
     step_losses: list[float] = field(default_factory=list)  # every training step, in order
     step_seconds: list[float] = field(default_factory=list)  # wall time of every training step
     eval_points: list[tuple[int, float]] = field(default_factory=list)  # (steps so far, held-out loss)
-    chunk_steps: int = 0  # the largest number of steps one uninterruptible call ran
 
 
 def _fill_dataset(lib: _Lib, dataset: int, rows: np.ndarray) -> None:
@@ -334,7 +332,6 @@ def train_inprocess(
                 while done < len(windows):
                     run(windows[done:done + chunk], train=True)
                     done += chunk
-                    result.chunk_steps = max(result.chunk_steps, min(chunk, len(windows)))
                     per_step = float(np.median(step_seconds[-16:]))
                     chunk = int(min(MAX_CHUNK, max(1, CHUNK_SECONDS // max(per_step, 1e-3))))
                 train_loss, train_acc = state["loss"] / max(state["n"], 1), state["acc"] / max(state["n"], 1)
