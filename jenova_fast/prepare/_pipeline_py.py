@@ -48,13 +48,18 @@ def _int(text: str) -> int:
     return int(text)
 
 
+class _Members(list[tuple[str, object]]):
+    """An object's (key, value) pairs, every duplicate key kept: the document as written. A value that a
+    later duplicate key replaces is gone from the dict, but its nesting is still part of the document."""
+
+
 def _depth(value: object) -> int:
     """Nesting depth, iteratively: an input may be deeper than Python's recursion limit allows."""
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Iterable[object] = item.values()
+        if isinstance(item, _Members):
+            children: Iterable[object] = (member for _, member in item)
         elif isinstance(item, list):
             children = item
         else:
@@ -72,7 +77,12 @@ def loads(text: str) -> object:
         value = json.loads(text, parse_int=_int)
     except RecursionError as exc:
         raise JSONRejected("nested too deeply") from exc
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+    # The limit is the document's nesting, as the native parsers see it while they read: parsed again with
+    # every member kept, so a deep value that a duplicate key later replaces still counts.
+    if (
+        text.count("[") + text.count("{") > MAX_DEPTH
+        and _depth(json.loads(text, parse_int=_int, object_pairs_hook=_Members)) > MAX_DEPTH
+    ):
         raise JSONRejected("nested too deeply")
     return value
 

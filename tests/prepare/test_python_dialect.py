@@ -263,3 +263,92 @@ def test_duplicate_keys_match_the_reference(docs):
 )
 def test_parse_kernels_agree_on_the_python_dialect(data):
     assert _pipeline.parse_insight(data) == _pipeline_py.parse_insight(data)
+
+
+# --- issue 10's fuzzing findings: native and pure disagreed in three classes -------------------------------
+
+
+def _nested(depth: int, bottom: bytes, kind: str) -> bytes:
+    """A value `depth` levels deep (arrays or objects) with `bottom` inside the innermost one."""
+    if kind == "array":
+        return b"[" * depth + bottom + b"]" * depth
+    return b'{"k": ' * depth + bottom + b"}" * depth
+
+
+def _findings() -> dict[str, tuple[bytes, str | None]]:
+    """name -> (file bytes, its skip reason or None for a record)."""
+    bom, good = b"\xef\xbb\xbf", b'{"content": "c"}'
+    files: dict[str, tuple[bytes, str | None]] = {
+        "bom_1.json": (bom + good, None),
+        "bom_2.json": (bom * 2 + good, "invalid_json"),
+        "bom_3.json": (bom * 3 + good, "invalid_json"),
+        "bom_space_bom.json": (bom + b" " + bom + good, "invalid_json"),
+        "space_bom.json": (b" " + bom + good, "invalid_json"),
+        "bom_2_nan.json": (bom * 2 + b'{"content": "c", "n": NaN}', "invalid_json"),
+        "bom_end.json": (bom + good + bom, "invalid_json"),
+    }
+    # The object is one level: a value nested MAX_DEPTH - 1 deep inside it reaches the limit exactly.
+    for bottom in (b"1", b'"s"', b"null", b"true", b"-0.5e3", b"NaN", b"1e400", b'"\\ud800"', BIG.encode()):
+        tag = bottom.decode()[:8].strip('"\\')
+        for kind in ("array", "object"):
+            for depth, reason in ((MAX_DEPTH - 1, None), (MAX_DEPTH, "invalid_json")):
+                nested = _nested(depth, bottom, kind)
+                files[f"at_{depth + 1}_{kind}_{tag}.json"] = (b'{"content": "c", "d": ' + nested + b"}", reason)
+        # A top-level array at the limit is JSON, but not an insight; one level more is not read at all.
+        files[f"top_at_limit_{tag}.json"] = (_nested(MAX_DEPTH, bottom, "array"), "not_object")
+        files[f"top_over_limit_{tag}.json"] = (_nested(MAX_DEPTH + 1, bottom, "array"), "invalid_json")
+    # A duplicate key's earlier value: gone from the dict, but read (and limited) as part of the document.
+    for key in ("content", "topic", "extra"):
+        later = b'"c"' if key == "content" else b'"t"'
+        first = b'{"content": "c", ' if key != "content" else b"{"
+        for name, value, reason in (
+            ("nan", b"NaN", None),
+            ("inf", b"-Infinity", None),
+            ("overflow", b"1e400", None),
+            ("surrogate", b'"\\udc00"', None),
+            ("nested_nan", b'[{"a": NaN}]', None),
+            ("at_limit", _nested(MAX_DEPTH - 1, b"1", "array"), None),
+            ("over_limit", _nested(MAX_DEPTH, b"1", "array"), "invalid_json"),
+            ("over_limit_object", _nested(MAX_DEPTH, b"NaN", "object"), "invalid_json"),
+            ("big_int", BIG.encode() + b"1", "invalid_json"),
+        ):
+            key_bytes = json.dumps(key).encode()
+            data = first + key_bytes + b": " + value + b", " + key_bytes + b": " + later + b"}"
+            files[f"dup_{key}_{name}.json"] = (data, reason)
+    inner_dup = b'{"k": ' + _nested(MAX_DEPTH - 1, b"1", "object") + b', "k": 1}'
+    files["dup_inner_over_limit.json"] = (b'{"content": "c", "d": ' + inner_dup + b"}", "invalid_json")
+    return files
+
+
+FINDINGS = _findings()
+
+
+def test_fuzz_findings_native_and_pure_agree(impl, tmp_path):
+    """Repeated BOMs, nesting exactly at the limit with a scalar at the bottom, and a duplicate key whose
+    earlier value the twin would have rejected on its own: the same records and skip reasons in both."""
+    store = write_store(tmp_path / "s", {name: data for name, (data, _) in FINDINGS.items()})
+    out = tmp_path / "o.jsonl"
+    report = jenova_fast.prepare(store, out)
+    expected_skips = {name: reason for name, (_, reason) in FINDINGS.items() if reason is not None}
+    assert {Path(s.path).name: s.reason.value for s in report.skips} == expected_skips
+    assert report.records == len(FINDINGS) - len(expected_skips) == len(read_lines(out))
+
+
+def test_fuzz_findings_follow_python_json(tmp_path):
+    """Python's json is the truth: each record is json.loads's object; each skip is a file json.loads rejects,
+    or one nested deeper than MAX_DEPTH (the fixed limit, README), or not an object. Both kernels agree."""
+    for name, (data, reason) in FINDINGS.items():
+        native, pure = _pipeline.parse_insight(data), _pipeline_py.parse_insight(data)
+        assert native == pure, name
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            assert reason == "invalid_json", name
+            continue
+        if reason is None:
+            assert native[1] == parsed["content"], name
+        elif reason == "not_object":
+            assert not isinstance(parsed, dict), name
+        else:
+            assert reason == "invalid_json", name
+            assert b"[" * MAX_DEPTH in data or b'{"k": ' * MAX_DEPTH in data, name
