@@ -353,3 +353,13 @@ def test_gpu_devices_and_the_gpu_memory_check():
     memory.check_gpu(need, 2 * 2**30, "m.gguf")
     with pytest.raises(FinetuneError, match=r"m.gguf: the offloaded layers need about 1.00 GiB .* 0.50 GiB is free"):
         memory.check_gpu(need, 2**29, "m.gguf")
+
+
+@pytest.mark.parametrize("base_fixture", ["q8_base", "q4k2_base"])
+def test_quantized_bases_train_attn_through_frozen_ffn_and_keep_the_rest(request, base_fixture, tmp_path,
+                                                                         small_chat_jsonl):
+    base = request.getfixturevalue(base_fixture)
+    report, out = _run(tmp_path, base, small_chat_jsonl, train="attn", lr=5e-4)
+    assert report.trained_tensors and all(".attn_" in n for n in report.trained_tensors)
+    assert _changed(base, out) == set(report.trained_tensors)
+    assert report.heldout_loss_after < report.heldout_loss_before
