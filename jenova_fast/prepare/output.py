@@ -28,18 +28,16 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+# What each option's message suggests when it names a directory.
+_EXAMPLE_NAMES = {"--output": "train.jsonl", "--report": "report.json"}
+
+
 @contextlib.contextmanager
-def atomic_output(target: Path) -> Iterator[BinaryIO]:
-    """Yield a binary file; on success it replaces `target`, on any failure `target` is left untouched."""
+def atomic_output(target: Path, option: str = "--output") -> Iterator[BinaryIO]:
+    """Yield a binary file; on success it replaces `target`, on any failure `target` is left untouched.
+    `option` is what a user changes to write elsewhere: OutputError messages name it."""
     target = Path(target)
-    directory = target.parent if str(target.parent) else Path(".")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temporary(directory, target.name)
-    except OSError as exc:
-        raise OutputError(
-            exc.errno, f"cannot write {target}: {exc.strerror}; choose a writable place with --output"
-        ) from exc
+    fd, tmp, directory = _open_temporary(target, option)
     try:
         with os.fdopen(fd, "wb", buffering=0) as f:
             yield f
@@ -49,13 +47,16 @@ def atomic_output(target: Path) -> Iterator[BinaryIO]:
             os.chmod(tmp, target.stat().st_mode & 0o777)
         else:
             os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except IsADirectoryError as exc:  # it became one while we wrote
+            raise _is_a_directory(target, option) from exc
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno in _WRITE_ERRNOS:
             raise OutputError(
-                exc.errno, f"cannot write {target}: {exc.strerror}; free space there or choose another --output"
+                exc.errno, f"cannot write {target}: {exc.strerror}; free space there or choose another {option}"
             ) from exc
         raise
     with contextlib.suppress(OSError):  # make the rename durable
@@ -64,6 +65,28 @@ def atomic_output(target: Path) -> Iterator[BinaryIO]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _open_temporary(target: Path, option: str) -> tuple[int, str, Path]:
+    """The temporary file beside `target` (its directory created): (fd, its path, the directory)."""
+    directory = target.parent if str(target.parent) else Path(".")
+    if os.path.isdir(target) and not os.path.islink(target):  # os.replace would fail only after the work
+        raise _is_a_directory(target, option)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temporary(directory, target.name)
+    except OSError as exc:
+        raise OutputError(
+            exc.errno, f"cannot write {target}: {exc.strerror}; choose a writable place with {option}"
+        ) from exc
+    return fd, tmp, directory
+
+
+def _is_a_directory(target: Path, option: str) -> OutputError:
+    example = target / _EXAMPLE_NAMES.get(option, "train.jsonl")
+    return OutputError(
+        errno.EISDIR, f"cannot write {target}: it is a directory; give {option} a file's path, e.g. {example}"
+    )
 
 
 def _create_temporary(directory: Path, name: str) -> tuple[int, str]:

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import jenova_fast
 from jenova_fast import __version__
+from jenova_fast.prepare import OutputError
 from tests.conftest import run_cli
 from tests.prepare.reference import read_lines
 
@@ -165,3 +169,24 @@ def test_demo_writes_a_store_and_prepares_it(impl, tmp_path):
     assert again.returncode == 0  # reuses its own store
     clash = run_cli("demo", "--insights", "500", "--dir", tmp_path / "demo", cwd=tmp_path)
     assert clash.returncode == 2 and "--dir" in clash.stderr
+
+
+# --- issue 10: output paths that ended in a traceback or an unclear error ----------------------------------
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("jenova-fast prepare: error: cannot write ")
+    return proc.stderr
+
+
+def test_output_naming_a_directory_is_a_one_line_error(impl, tmp_path):
+    store = small_store(tmp_path / "s")
+    out = tmp_path / "out"
+    out.mkdir()
+    err = one_line_error(run_cli("prepare", "--insights-dir", store, "--output", out, "--quiet"))
+    assert f"{out}: it is a directory" in err and f"--output a file's path, e.g. {out / 'train.jsonl'}" in err
+    assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out", "s"]
+    with pytest.raises(OutputError, match="it is a directory"):
+        jenova_fast.prepare(store, out)
