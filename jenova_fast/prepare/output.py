@@ -76,9 +76,8 @@ def _open_temporary(target: Path, option: str) -> tuple[int, str, Path]:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = _create_temporary(directory, target.name)
     except OSError as exc:
-        raise OutputError(
-            exc.errno, f"cannot write {target}: {exc.strerror}; choose a writable place with {option}"
-        ) from exc
+        why = _in_the_way(directory, option) or f"{exc.strerror}; choose a writable place with {option}"
+        raise OutputError(exc.errno, f"cannot write {target}: {why}") from exc
     return fd, tmp, directory
 
 
@@ -87,6 +86,27 @@ def _is_a_directory(target: Path, option: str) -> OutputError:
     return OutputError(
         errno.EISDIR, f"cannot write {target}: it is a directory; give {option} a file's path, e.g. {example}"
     )
+
+
+def _in_the_way(directory: Path, option: str) -> str | None:
+    """Why `directory` cannot be created, and the fix, when the path itself is at fault: the first of it
+    and its parents that exists is a dangling symlink or not a directory."""
+    for path in (directory, *directory.parents):
+        if not os.path.lexists(path):
+            continue
+        if os.path.islink(path) and not os.path.exists(path):
+            try:
+                link = os.readlink(path)
+            except OSError:  # replaced meanwhile
+                return None
+            return (
+                f"{path} is a symlink to {link}, which does not exist; create the directory "
+                f"{path.parent / link} or remove the link, or choose another {option}"
+            )
+        if not os.path.isdir(path):
+            return f"{path} is not a directory; choose another {option}"
+        return None
+    return None
 
 
 def _create_temporary(directory: Path, name: str) -> tuple[int, str]:

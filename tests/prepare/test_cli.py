@@ -190,3 +190,20 @@ def test_output_naming_a_directory_is_a_one_line_error(impl, tmp_path):
     assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out", "s"]
     with pytest.raises(OutputError, match="it is a directory"):
         jenova_fast.prepare(store, out)
+
+
+def test_dangling_symlinked_output_directory_names_the_link(impl, tmp_path):
+    store = small_store(tmp_path / "s")
+    link, missing = tmp_path / "finetune", tmp_path / "gone" / "finetune"
+    link.symlink_to(missing)
+    for out in (link / "train.jsonl", link / "sub" / "train.jsonl"):
+        err = one_line_error(run_cli("prepare", "--insights-dir", store, "--output", out))
+        assert "File exists" not in err
+        assert f"{link} is a symlink to {missing}, which does not exist; create the directory {missing}" in err
+        assert "or choose another --output" in err
+    relative = tmp_path / "rel"
+    relative.symlink_to("nowhere")
+    err = one_line_error(run_cli("prepare", "--insights-dir", store, "--output", relative / "train.jsonl"))
+    assert f"{relative} is a symlink to nowhere, which does not exist; " in err
+    assert f"create the directory {tmp_path / 'nowhere'} or remove the link" in err
+    assert not missing.parent.exists() and not (tmp_path / "nowhere").exists()
