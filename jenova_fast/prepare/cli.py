@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from jenova_fast import __version__
 from jenova_fast.prepare.api import (
@@ -14,7 +15,7 @@ from jenova_fast.prepare.api import (
     available_threads,
     prepare,
 )
-from jenova_fast.prepare.output import OutputError
+from jenova_fast.prepare.output import OutputError, check_writable
 from jenova_fast.prepare.records import FORMATS, SOURCES
 from jenova_fast.prepare.stores import StoreNotFoundError
 from jenova_fast.progress import ProgressBar
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> in
         bar.update(p.files_done, p.files_total, p.elapsed, f"{rate:,.0f} MB/s", force=finished)
 
     try:
+        if args.report:  # a report that cannot be written is found before the output is replaced
+            check_writable(Path(args.report), "--report")
         report = prepare(
             args.insights_dir,
             args.output,

@@ -67,6 +67,16 @@ def atomic_output(target: Path, option: str = "--output") -> Iterator[BinaryIO]:
             os.close(dir_fd)
 
 
+def check_writable(target: Path, option: str = "--output") -> None:
+    """Raise the OutputError that `atomic_output(target)` would raise on entry, before any work is done
+    (its directory is created, as atomic_output would): e.g. `--report` is checked before the output is
+    replaced."""
+    fd, tmp, _ = _open_temporary(Path(target), option)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
 def _open_temporary(target: Path, option: str) -> tuple[int, str, Path]:
     """The temporary file beside `target` (its directory created): (fd, its path, the directory)."""
     directory = target.parent if str(target.parent) else Path(".")

@@ -129,7 +129,13 @@ def dumps_line(record: dict[str, Any]) -> bytes:
 
     A lone surrogate (an input file may hold "\\ud800", which Python's json reads) is written as its
     \\udXXX escape, as json.dumps with ensure_ascii writes it, so the line stays valid UTF-8."""
-    text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return json_utf8(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def json_utf8(text: str) -> bytes:
+    """JSON text (json.dumps with ensure_ascii=False) as UTF-8, each lone surrogate as its \\udXXX escape:
+    one from a "\\ud800" in an input file, or from a file name that is not UTF-8 (os.fsdecode's
+    surrogateescape, which os.fsencode of the string json.loads gives back turns into the name's bytes)."""
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

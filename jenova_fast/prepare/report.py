@@ -115,7 +115,11 @@ class PrepareReport:
         return data
 
     def write_json(self, path: str | Path) -> None:
+        """Paths that are not UTF-8 (skips, --dedup groups, --max-tokens) are written with their bytes
+        escaped as lone surrogates, as the records' metadata writes them: `os.fsencode` of what `json.load`
+        reads back is the name on disk."""
         from jenova_fast.prepare.output import atomic_output
+        from jenova_fast.prepare.records import json_utf8
 
-        with atomic_output(Path(path)) as f:
-            f.write(json.dumps(self.to_dict(), ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
+        with atomic_output(Path(path), option="--report") as f:
+            f.write(json_utf8(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n"))

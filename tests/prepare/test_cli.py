@@ -192,6 +192,37 @@ def test_output_naming_a_directory_is_a_one_line_error(impl, tmp_path):
         jenova_fast.prepare(store, out)
 
 
+def test_report_names_a_skipped_file_that_is_not_utf8(impl, tmp_path):
+    store = small_store(tmp_path / "s")
+    bad_name = os.fsencode(store / "topic") + b"/bad\xff\xfe.json"
+    with open(bad_name, "wb") as f:
+        f.write(b"{")
+    out, report = tmp_path / "o.jsonl", tmp_path / "r.json"
+    out.write_bytes(b"old\n")
+    proc = run_cli("prepare", "--insights-dir", store, "--output", out, "--report", report)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(read_lines(out)) == 1
+    data = report.read_bytes()
+    assert b'/bad\\udcff\\udcfe.json"' in data  # escaped as the records' metadata escapes a bytes name
+    skips = json.loads(data.decode("utf-8"))["skips"]
+    assert [(os.fsencode(s["path"]), s["reason"]) for s in skips] == [(bad_name, "invalid_json")]
+
+
+def test_a_report_that_cannot_be_written_leaves_the_output_as_it_was(impl, tmp_path):
+    store = small_store(tmp_path / "s", bad=True)
+    out = tmp_path / "o.jsonl"
+    out.write_bytes(b"old\n")
+    (tmp_path / "a_file").write_text("")
+    report = tmp_path / "a_file" / "r.json"
+    err = one_line_error(run_cli("prepare", "--insights-dir", store, "--output", out, "--report", report))
+    assert f"cannot write {report}: {tmp_path / 'a_file'} is not a directory; choose another --report" in err
+    assert out.read_bytes() == b"old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "o.jsonl", "s"]
+    (tmp_path / "reports").mkdir()
+    err = one_line_error(run_cli("prepare", "--insights-dir", store, "--output", out, "--report", tmp_path / "reports"))
+    assert f"--report a file's path, e.g. {tmp_path / 'reports' / 'report.json'}" in err
+    assert out.read_bytes() == b"old\n" and list((tmp_path / "reports").iterdir()) == []
+
+
 def test_dangling_symlinked_output_directory_names_the_link(impl, tmp_path):
     store = small_store(tmp_path / "s")
     link, missing = tmp_path / "finetune", tmp_path / "gone" / "finetune"
