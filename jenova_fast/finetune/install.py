@@ -7,9 +7,12 @@ never gets there. Nothing else in the project (the CPA state, train.jsonl) is to
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +62,31 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+@contextlib.contextmanager
+def _exclusive(target: Path) -> Iterator[None]:
+    """One install or rollback in a models folder at a time: a second one is told so, and changes nothing.
+    The lock is on the folder itself, so no lock file is left behind."""
+    fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FinetuneError(f"{target}: another install or rollback in {target.parent} is running; nothing "
+                                "was changed: wait for it to finish, then install again") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _cleanup(*paths: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+
 def install_model(candidate: str | os.PathLike[str], target: str | os.PathLike[str] | None = None,
                   *, validate: bool = True, move: bool = False) -> InstallResult:
     """Install `candidate` at `target` (default models/jenova.gguf); the replaced model becomes .prev.
@@ -71,7 +99,7 @@ def install_model(candidate: str | os.PathLike[str], target: str | os.PathLike[s
     pid = os.getpid()
     tmp_new = target.with_name(f".{target.name}.new{pid}")
     tmp_prev = target.with_name(f".{target.name}.prev{pid}")
-    try:
+    with _exclusive(target), _cleanup(tmp_new, tmp_prev):
         if candidate.resolve() == target.resolve():
             raise FinetuneError(f"{candidate}: already installed at {target}")
         if move:
@@ -87,9 +115,6 @@ def install_model(candidate: str | os.PathLike[str], target: str | os.PathLike[s
             os.replace(tmp_prev, previous)
         os.replace(tmp_new, target)
         _fsync_dir(target.parent)
-    finally:
-        tmp_new.unlink(missing_ok=True)
-        tmp_prev.unlink(missing_ok=True)
     log.debug("installed %s at %s%s", candidate, target, f" (previous kept as {previous})" if previous else "")
     return InstallResult(target, previous)
 
@@ -102,7 +127,7 @@ def rollback(target: str | os.PathLike[str] | None = None) -> InstallResult:
         raise FinetuneError(f"{previous}: no previous model to roll back to (one is kept by each install)")
     validate_model_file(previous)
     tmp_cur = target.with_name(f".{target.name}.cur{os.getpid()}")
-    try:
+    with _exclusive(target), _cleanup(tmp_cur):
         had_current = target.exists()
         if had_current:
             _link_or_copy(target, tmp_cur)
@@ -110,7 +135,5 @@ def rollback(target: str | os.PathLike[str] | None = None) -> InstallResult:
         if had_current:
             os.replace(tmp_cur, previous)
         _fsync_dir(target.parent)
-    finally:
-        tmp_cur.unlink(missing_ok=True)
     log.info("rolled back %s to the previous model", target)
     return InstallResult(target, previous if had_current else None)

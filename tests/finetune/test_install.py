@@ -97,3 +97,25 @@ def test_install_model_cli(tmp_path, two_models, capsys):
     assert "not a GGUF file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         install_model_main([])
+
+
+def test_a_second_install_at_the_same_time_is_told_and_changes_nothing(tmp_path, two_models):
+    import fcntl
+    import os
+
+    first, second = two_models
+    models = tmp_path / "models"
+    install_model(first, models / "jenova.gguf")
+    install_model(second, models / "jenova.gguf")  # so a rollback has a previous model
+    before = sorted((p.name, p.read_bytes()) for p in models.iterdir())
+    held = os.open(models, os.O_RDONLY | os.O_DIRECTORY)  # what a running install holds
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(FinetuneError, match=r"another install or rollback in .* is running; nothing was changed"):
+            install_model(first, models / "jenova.gguf")
+        with pytest.raises(FinetuneError, match="another install or rollback"):
+            rollback(models / "jenova.gguf")
+    finally:
+        os.close(held)
+    assert sorted((p.name, p.read_bytes()) for p in models.iterdir()) == before
+    assert rollback(models / "jenova.gguf").previous is not None  # free again
