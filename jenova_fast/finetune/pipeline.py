@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from jenova_fast._fs import write_bytes_via
 from jenova_fast.finetune import evaluate, memory, render, runtime, trainable, validate, working_copy
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.install import DEFAULT_MODELS_DIR, INSTALLED_NAME, install_model, validate_model_file
@@ -106,16 +106,7 @@ class TrainPlan:
     need: memory.MemoryEstimate
     choice: str
     probe: bool  # an architecture not known here: try one step in a child process before training
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    available: int  # the memory budget the choice was made against
 
 
 def plan_training(info: validate.ModelInfo, config: FinetuneConfig) -> TrainPlan:
@@ -163,7 +154,7 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig) -> TrainPlan
     work = plans[selection.spec]
     if work.lean:
         choice += "; frozen matrices on the backward path kept in Q8_0 (F32 would not fit)"
-    return TrainPlan(selection, work, need, choice, probe)
+    return TrainPlan(selection, work, need, choice, probe, have)
 
 
 def _check_config(config: FinetuneConfig) -> Path | None:
@@ -200,7 +191,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     plan = plan_training(info, config)
     log.info("training %s: %d tensors, %.1fM parameters (%s); memory about %s", plan.selection.spec,
              len(plan.selection.trained), plan.selection.n_params / 1e6, plan.choice, plan.need.describe())
-    if not any(name.startswith("output.") for name in info.names()):
+    if plan.work.tied:
         notes.append("the base ties its output head to token_embd, which llama.cpp never trains")
     data = render.read_chat_records(config.data)
     heldout_data = render.read_chat_records(config.eval_data) if config.eval_data else None
@@ -231,9 +222,10 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     def train_windows(epoch: int) -> np.ndarray:
         return render.epoch_windows(split.train_records, config.n_ctx, stride, seed=config.seed, epoch=epoch)
 
+    n_train_windows = render.n_windows(len(split.train), config.n_ctx, stride)
     log.info("%d records (%d held out, %d skipped): %d training windows (stride %d), %d held-out windows of %d "
              "tokens", split.n_train_records + split.n_heldout_records, split.n_heldout_records,
-             data.skipped + split.skipped_render, len(train_windows(0)), stride, len(heldout_windows), config.n_ctx)
+             data.skipped + split.skipped_render, n_train_windows, stride, len(heldout_windows), config.n_ctx)
 
     before = evaluate.heldout_loss(work, heldout_windows, threads, gpu_layers=config.gpu_layers)
     log.info("held-out loss before: %.4f nats/token", before.loss)
@@ -288,7 +280,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         frozen_bytes=plan.work.frozen_bytes(),
         memory_estimate={"total": plan.need.total, "weights": plan.need.weights,
                          "optimizer": plan.need.optimizer, "activations": plan.need.activations,
-                         "gpu": plan.need.gpu, "available": config.memory_available or memory.available_memory()},
+                         "gpu": plan.need.gpu, "available": plan.available},
         requantized=requantized,
         records={"train": split.n_train_records, "heldout": split.n_heldout_records,
                  "skipped": data.skipped + split.skipped_render},
@@ -309,7 +301,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         from jenova_fast.finetune.plot import plot_losses
 
         report.plot = str(plot_losses(report, config.plot))
-    _write_atomic(report_path, report.to_json() + "\n")
+    write_bytes_via(report_path, lambda f: f.write((report.to_json() + "\n").encode("utf-8")))
     return report
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from jenova_fast._fs import write_bytes_via
 from jenova_fast.finetune.errors import FinetuneError
 
 
@@ -35,12 +36,8 @@ def plot_losses(report: Any, path: str | os.PathLike[str]) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        write_bytes_via(path, lambda f: fig.savefig(f, format="png"))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path

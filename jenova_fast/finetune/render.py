@@ -207,9 +207,14 @@ def epoch_windows(records: list[np.ndarray], n_ctx: int, stride: int, *, seed: i
     return rows[rng.permutation(len(rows))]
 
 
+def n_windows(n_tokens: int, n_ctx: int, stride: int) -> int:
+    """How many windows `windows` cuts from a stream of n_tokens (the same every epoch)."""
+    return (n_tokens - n_ctx - 1) // stride + 1 if n_tokens > n_ctx else 0
+
+
 def windows(stream: np.ndarray, n_ctx: int, stride: int) -> np.ndarray:
     """Rows of n_ctx + 1 tokens (inputs are [:-1], labels [1:]), as llama.cpp's finetune cuts them."""
-    n = (len(stream) - n_ctx - 1) // stride + 1 if len(stream) > n_ctx else 0
+    n = n_windows(len(stream), n_ctx, stride)
     if n <= 0:
         return np.zeros((0, n_ctx + 1), dtype=np.int32)
     idx = np.arange(n)[:, None] * stride + np.arange(n_ctx + 1)[None, :]

@@ -45,9 +45,6 @@ class Selection:
     n_params: int
     largest: int = 0  # elements of the largest trained tensor
 
-    def __contains__(self, name: object) -> bool:
-        return name in set(self.trained)
-
 
 def block_of(name: str) -> int | None:
     match = _BLOCK.match(name)

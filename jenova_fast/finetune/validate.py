@@ -59,9 +59,6 @@ class ModelInfo:
     chat_template: str | None
     tensors: tuple[tuple[str, int], ...]  # (name, n_elements) in file order
 
-    def names(self) -> list[str]:
-        return [name for name, _ in self.tensors]
-
 
 def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
     """Read what validation needs from a GGUF; a FinetuneError if it is not a readable model."""

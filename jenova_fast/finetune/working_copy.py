@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,8 @@ class WorkPlan:
     """Per tensor of the base: its type in the working copy. `unchanged` means the base itself is trained."""
 
     tensors: list[TensorPlan]
-    gpu: bool = False
     lean: bool = False  # frozen matrices on the backward path in Q8_0 instead of F32, to fit in memory
-    notes: list[str] = field(default_factory=list)
+    tied: bool = False  # no output.weight: the head is token_embd, which llama.cpp never trains
 
     @property
     def unchanged(self) -> bool:
@@ -136,7 +135,7 @@ def plan(reader: Any, trained: set[str], *, gpu: bool = False, lean: bool = Fals
             matrix = len(tensor.shape) > 1 and (tied or tensor.name != "token_embd.weight")  # else only rows read
             work_type = frozen_type(base_type, in_backward=in_backward(tensor.name), gpu=gpu, matrix=matrix, lean=lean)
         tensors.append(TensorPlan(tensor.name, int(tensor.n_elements), base_type, work_type, tensor.name in trained))
-    return WorkPlan(tensors, gpu=gpu, lean=lean)
+    return WorkPlan(tensors, lean=lean, tied=tied)
 
 
 def _convert(data: np.ndarray, src: Any, dst_name: str) -> tuple[tuple[int, ...], Any, Callable[[], np.ndarray], Any]:
