@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jenova_fast.prepare import records
 from jenova_fast.prepare._pipeline_py import loads
@@ -100,15 +101,11 @@ def iter_assumptions(user_dir: Path) -> Iterator[Item | Skip]:
             if not isinstance(item, dict):
                 yield Skip(where, SkipReason.NOT_OBJECT)
                 continue
-            content = item.get("content")
-            if content is None or content == "":
-                yield Skip(where, SkipReason.NO_CONTENT)
+            checked = _content_and_user(item, "username", where)
+            if isinstance(checked, Skip):
+                yield checked
                 continue
-            user = item.get("username")
-            user = records.DEFAULT_USER if user is None else user
-            if not isinstance(content, str) or not isinstance(user, str):
-                yield Skip(where, SkipReason.WRONG_TYPE)
-                continue
+            content, user = checked
             yield Item(
                 "assumptions",
                 records.ASSUMPTION_QUESTION,
@@ -117,6 +114,19 @@ def iter_assumptions(user_dir: Path) -> Iterator[Item | Skip]:
                 item.get("timestamp") if isinstance(item.get("timestamp"), str) else None,
                 _identity(item.get("cortex_id"), where),
             )
+
+
+def _content_and_user(obj: dict[str, Any], user_key: str, where: str) -> tuple[str, str] | Skip:
+    """The checks an assumption item and a cortex node share with an insight: non-empty string content and
+    a string user (the default when absent); else the skip, with the insight's reasons."""
+    content = obj.get("content")
+    if content is None or content == "":
+        return Skip(where, SkipReason.NO_CONTENT)
+    user = obj.get(user_key)
+    user = records.DEFAULT_USER if user is None else user
+    if not isinstance(content, str) or not isinstance(user, str):
+        return Skip(where, SkipReason.WRONG_TYPE)
+    return content, user
 
 
 def iter_cortex(user_dir: Path) -> Iterator[Item | Skip]:
@@ -135,15 +145,11 @@ def iter_cortex(user_dir: Path) -> Iterator[Item | Skip]:
         where = f"{path}#{node_id}"
         if not isinstance(node, dict) or node.get("type") not in CORTEX_TYPES:
             continue  # other kinds of node (concerns, links' ends) are not training material
-        content = node.get("content")
-        if content is None or content == "":
-            yield Skip(where, SkipReason.NO_CONTENT)
+        checked = _content_and_user(node, "user", where)
+        if isinstance(checked, Skip):
+            yield checked
             continue
-        user = node.get("user")
-        user = records.DEFAULT_USER if user is None else user
-        if not isinstance(content, str) or not isinstance(user, str):
-            yield Skip(where, SkipReason.WRONG_TYPE)
-            continue
+        content, user = checked
         yield Item(
             "cortex",
             records.cortex_question(node["type"]),
