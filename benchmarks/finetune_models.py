@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from jenova_fast import _fs
 from jenova_fast.finetune import tiny_model
 from jenova_fast.finetune.tiny_model import CHATML_TEMPLATE, Vocabulary, bpe_vocabulary, write_tiny_model
 
@@ -199,7 +200,7 @@ def generate_one_token(path: str | os.PathLike[str], *, prompt: str = "Hello", t
 
     lc = runtime.llama_cpp_module()
     with runtime.load_model(path) as model, \
-            runtime.new_context(model, 256, threads or runtime.free_cores()) as ctx:
+            runtime.new_context(model, 256, threads or _fs.available_cores()) as ctx:
         ids = runtime.tokenize(model, prompt, add_bos=True)
         batch = lc.llama_batch_get_one(ids.ctypes.data_as(ctypes.POINTER(lc.llama_token)), len(ids))
         if lc.llama_decode(ctx, batch) != 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jenova_fast._fs import default_user, jenova_home
 from jenova_fast._implementation import pure_requested
 from jenova_fast.cpa import config, counters, function_words, jit_cache, observe, patterns, state, unicode_tables
 from jenova_fast.cpa.kernels import SESSION_ID
@@ -24,8 +25,6 @@ _WORDS = re.compile(r"\w+")
 
 def default_state_dir(user: str | None = None) -> Path:
     """`~/.jenova-ai/users/<user>/.cpa_state` (user: the OS user unless given)."""
-    from jenova_fast.prepare.stores import default_user, jenova_home
-
     return jenova_home() / "users" / (user or default_user()) / ".cpa_state"
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from jenova_fast._fs import BusyError
 from jenova_fast.finetune import install
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.pipeline import TRAINERS, FinetuneConfig, finetune
@@ -141,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = finetune(config, progress=display)
     except FinetuneError as exc:
+        print(f"finetune: error: {exc}", file=sys.stderr)
+        return 1
+    except BusyError as exc:  # another finetune is writing the same --out
         print(f"finetune: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the disk filled up or a folder is not writable, mid-run: nothing was installed

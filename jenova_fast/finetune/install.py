@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from jenova_fast import _fs
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.validate import inspect_model
 
@@ -47,14 +48,6 @@ class InstallResult:
     previous: Path | None  # where the model it replaced now is, if there was one
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -78,15 +71,6 @@ def _exclusive(target: Path) -> Iterator[None]:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def _cleanup(*paths: Path) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for path in paths:
-            path.unlink(missing_ok=True)
-
-
 def install_model(candidate: str | os.PathLike[str], target: str | os.PathLike[str] | None = None,
                   *, validate: bool = True, move: bool = False) -> InstallResult:
     """Install `candidate` at `target` (default models/jenova.gguf); the replaced model becomes .prev.
@@ -96,25 +80,22 @@ def install_model(candidate: str | os.PathLike[str], target: str | os.PathLike[s
     if validate:
         validate_model_file(candidate)
     target.parent.mkdir(parents=True, exist_ok=True)
-    pid = os.getpid()
-    tmp_new = target.with_name(f".{target.name}.new{pid}")
-    tmp_prev = target.with_name(f".{target.name}.prev{pid}")
-    with _exclusive(target), _cleanup(tmp_new, tmp_prev):
+    with _exclusive(target), _fs.temporary(target, directory=True) as tmp:
         if candidate.resolve() == target.resolve():
             raise FinetuneError(f"{candidate}: already installed at {target}")
+        new, previous = tmp / "new", None
         if move:
-            os.replace(candidate, tmp_new)
+            os.replace(candidate, new)
         else:
-            shutil.copyfile(candidate, tmp_new)
-        with open(tmp_new, "rb") as fh:
+            shutil.copyfile(candidate, new)
+        with open(new, "rb") as fh:
             os.fsync(fh.fileno())
-        previous = None
         if target.exists():
             previous = prev_path(target)
-            _link_or_copy(target, tmp_prev)
-            os.replace(tmp_prev, previous)
-        os.replace(tmp_new, target)
-        _fsync_dir(target.parent)
+            _link_or_copy(target, tmp / "prev")
+            os.replace(tmp / "prev", previous)
+        os.replace(new, target)
+        _fs.fsync_dir(target.parent)
     log.debug("installed %s at %s%s", candidate, target, f" (previous kept as {previous})" if previous else "")
     return InstallResult(target, previous)
 
@@ -126,14 +107,13 @@ def rollback(target: str | os.PathLike[str] | None = None) -> InstallResult:
     if not previous.exists():
         raise FinetuneError(f"{previous}: no previous model to roll back to (one is kept by each install)")
     validate_model_file(previous)
-    tmp_cur = target.with_name(f".{target.name}.cur{os.getpid()}")
-    with _exclusive(target), _cleanup(tmp_cur):
+    with _exclusive(target), _fs.temporary(target, directory=True) as tmp:
         had_current = target.exists()
         if had_current:
-            _link_or_copy(target, tmp_cur)
+            _link_or_copy(target, tmp / "current")
         os.replace(previous, target)
         if had_current:
-            os.replace(tmp_cur, previous)
-        _fsync_dir(target.parent)
+            os.replace(tmp / "current", previous)
+        _fs.fsync_dir(target.parent)
     log.info("rolled back %s to the previous model", target)
     return InstallResult(target, previous if had_current else None)

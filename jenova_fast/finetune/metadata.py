@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from jenova_fast import _fs
 from jenova_fast.finetune.errors import FinetuneError
 
 log = logging.getLogger(__name__)
@@ -85,16 +86,12 @@ def rewrite_gguf(
     set_from = dict(set_from or {})
     dropped = set(drop)
     arch = reader.fields["general.architecture"].contents()
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    writer = gguf.GGUFWriter(str(tmp), arch, endianess=reader.endianess)
-    try:
+    with _fs.atomic_path(dst) as tmp:  # an interrupted write leaves no dead temp file behind
+        writer = gguf.GGUFWriter(str(tmp), arch, endianess=reader.endianess)
         try:
             _write(writer, reader, src, set_from, dropped, tensor_rewrite)
         finally:
             writer.close()
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)  # also after an interrupted write: no dead temp file stays behind
     return dst
 
 

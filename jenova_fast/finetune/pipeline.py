@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from jenova_fast._fs import write_bytes_via
+from jenova_fast import _fs
 from jenova_fast.finetune import evaluate, memory, render, runtime, trainable, validate, working_copy
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.install import DEFAULT_MODELS_DIR, INSTALLED_NAME, install_model, validate_model_file
@@ -231,8 +230,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     log.info("held-out loss before: %.4f nats/token", before.loss)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".finetune-", dir=out.parent) as tmp:
-        trained, final = Path(tmp) / "trained.gguf", Path(tmp) / out.name
+    with _fs.temporary(out, directory=True, exclusive="--out") as tmp:
+        trained, final = tmp / "trained.gguf", tmp / out.name
         result: TrainResult
         if program is not None:
             text_file = Path(tmp) / "train.txt"
@@ -301,7 +300,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         from jenova_fast.finetune.plot import plot_losses
 
         report.plot = str(plot_losses(report, config.plot))
-    write_bytes_via(report_path, lambda f: f.write((report.to_json() + "\n").encode("utf-8")))
+    _fs.write_bytes_via(report_path, lambda f: f.write((report.to_json() + "\n").encode("utf-8")))
     return report
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from jenova_fast import _fs
 from jenova_fast.finetune.errors import FinetuneError
 
 log = logging.getLogger(__name__)
@@ -119,16 +120,8 @@ def gpu_devices() -> list[Device]:
     return devices
 
 
-def free_cores() -> int:
-    """Cores this process may run on; more threads than that makes ggml's spinning threads 30-60x slower."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def pick_threads(requested: int | None) -> int:
-    cores = free_cores()
+    cores = _fs.available_cores()
     if requested is None or requested <= 0:
         return cores
     if requested > cores:

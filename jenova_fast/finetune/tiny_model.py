@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jenova_fast import _fs
+
 # Zephyr's template: every turn ends with the EOS token, so training teaches the model where to stop.
 TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -269,57 +271,53 @@ def write_tiny_model(
     path = Path(path)
     plan = _tensor_plan(arch, n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv, n_ff=n_ff,
                         n_vocab=len(vocab), tied_output=tied_output)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(tmp), arch)
-    try:
-        writer.add_name(name if name is not None else f"jenova-fast tiny {arch}")
-        writer.add_context_length(context_length)
-        writer.add_embedding_length(n_embd)
-        writer.add_block_count(n_layer)
-        writer.add_feed_forward_length(n_ff)
-        writer.add_head_count(n_head)
-        writer.add_head_count_kv(n_head_kv)
-        if arch == "phi2":
-            writer.add_layer_norm_eps(1e-5)
-        else:
-            writer.add_layer_norm_rms_eps(1e-6 if arch == "qwen2" else 1e-5)
-        writer.add_rope_dimension_count(head_dim if n_rot is None else n_rot)
-        if rope_freq_base is not None:
-            writer.add_rope_freq_base(rope_freq_base)
-        writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-        writer.add_tokenizer_model(vocab.model)
-        if vocab.pre is not None:
-            writer.add_tokenizer_pre(vocab.pre)
-        writer.add_token_list(list(vocab.tokens))
-        writer.add_token_types(list(vocab.types))
-        if vocab.scores is not None:
-            writer.add_token_scores(list(vocab.scores))
-        if vocab.merges:
-            writer.add_token_merges(list(vocab.merges))
-        writer.add_bos_token_id(vocab.bos_id)
-        writer.add_eos_token_id(vocab.eos_id)
-        if vocab.unk_id is not None:
-            writer.add_unk_token_id(vocab.unk_id)
-        writer.add_add_bos_token(vocab.add_bos)
-        writer.add_add_eos_token(False)
-        if chat_template is not None:
-            writer.add_chat_template(chat_template)
+    with _fs.atomic_path(path) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), arch)
+        try:
+            writer.add_name(name if name is not None else f"jenova-fast tiny {arch}")
+            writer.add_context_length(context_length)
+            writer.add_embedding_length(n_embd)
+            writer.add_block_count(n_layer)
+            writer.add_feed_forward_length(n_ff)
+            writer.add_head_count(n_head)
+            writer.add_head_count_kv(n_head_kv)
+            if arch == "phi2":
+                writer.add_layer_norm_eps(1e-5)
+            else:
+                writer.add_layer_norm_rms_eps(1e-6 if arch == "qwen2" else 1e-5)
+            writer.add_rope_dimension_count(head_dim if n_rot is None else n_rot)
+            if rope_freq_base is not None:
+                writer.add_rope_freq_base(rope_freq_base)
+            writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+            writer.add_tokenizer_model(vocab.model)
+            if vocab.pre is not None:
+                writer.add_tokenizer_pre(vocab.pre)
+            writer.add_token_list(list(vocab.tokens))
+            writer.add_token_types(list(vocab.types))
+            if vocab.scores is not None:
+                writer.add_token_scores(list(vocab.scores))
+            if vocab.merges:
+                writer.add_token_merges(list(vocab.merges))
+            writer.add_bos_token_id(vocab.bos_id)
+            writer.add_eos_token_id(vocab.eos_id)
+            if vocab.unk_id is not None:
+                writer.add_unk_token_id(vocab.unk_id)
+            writer.add_add_bos_token(vocab.add_bos)
+            writer.add_add_eos_token(False)
+            if chat_template is not None:
+                writer.add_chat_template(chat_template)
 
-        for tensor in plan:
-            writer.add_tensor_info(tensor.name, tensor.shape, np.dtype(np.float32),
-                                   4 * int(np.prod(tensor.shape)))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for values in _tensors(plan, seed):
-            writer.write_tensor_data(values)
-    finally:
-        writer.close()
-    try:
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            for tensor in plan:
+                writer.add_tensor_info(tensor.name, tensor.shape, np.dtype(np.float32),
+                                       4 * int(np.prod(tensor.shape)))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            for values in _tensors(plan, seed):
+                writer.write_tensor_data(values)
+        finally:
+            writer.close()
     return path
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from jenova_fast._fs import available_cores
 from jenova_fast._implementation import pure_requested
 from jenova_fast.prepare.balance import TopicBalancer, topic_caps_for
 from jenova_fast.prepare.output import atomic_output, write_all
@@ -76,13 +77,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], object]
-
-
-def available_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def implementation() -> tuple[ModuleType, str]:
@@ -165,7 +159,7 @@ def prepare(
     if tokenizer is not None:
         counter = template if template is not None and os.fspath(tokenizer) == template.path else ModelText(tokenizer)
     module, name = implementation()
-    threads = max(1, threads or available_threads())
+    threads = max(1, threads or available_cores())
     report = PrepareReport(output=os.fspath(output), implementation=name, threads=threads)
     report.eval_output = os.fspath(eval_output) if eval_output else None
     start = time.perf_counter()
@@ -245,7 +239,7 @@ def iter_records(
     roots = resolve_roots(insights_dir, user=user, all_users=all_users)
     history = _check_history(include_history)
     module, name = implementation()
-    report = PrepareReport(output=None, implementation=name, threads=max(1, threads or available_threads()))
+    report = PrepareReport(output=None, implementation=name, threads=max(1, threads or available_cores()))
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
     cancelled = threading.Event()
 
@@ -503,7 +497,6 @@ __all__ = [
     "Progress",
     "RecordOptions",
     "StoreNotFoundError",
-    "available_threads",
     "eval_path",
     "implementation",
     "iter_insights",

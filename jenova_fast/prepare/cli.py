@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 from jenova_fast import __version__
+from jenova_fast._fs import available_cores
 from jenova_fast.prepare.api import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_OUTPUT,
     Progress,
-    available_threads,
     prepare,
 )
 from jenova_fast.prepare.output import OutputError, check_writable
@@ -109,7 +109,7 @@ def build_parser(prog: str = "jenova-fast prepare") -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads",
         type=_positive_int,
-        default=available_threads(),
+        default=available_cores(),
         metavar="N",
         help="parallel readers (default: the cores this process may use, %(default)s)",
     )
@@ -158,6 +158,7 @@ def _similarity(text: str) -> float:
 def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> int:
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
+    logging.getLogger("jenova_fast._fs").setLevel(logging.WARNING)  # "removed N leftover temp files ..."
     bar = None if args.quiet else ProgressBar("prepare", "files")
 
     def show(p: Progress) -> None:

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from jenova_fast import _fs
+
 
 class OutputError(OSError):
     """The output cannot be written; the message names the path and the fix."""
@@ -35,60 +37,50 @@ _EXAMPLE_NAMES = {"--output": "train.jsonl", "--report": "report.json"}
 @contextlib.contextmanager
 def atomic_output(target: Path, option: str = "--output") -> Iterator[BinaryIO]:
     """Yield a binary file; on success it replaces `target`, on any failure `target` is left untouched.
-    `option` is what a user changes to write elsewhere: OutputError messages name it."""
+    `option` is what a user changes to write elsewhere: OutputError messages name it. A second live run
+    writing the same `target` is refused (BusyError); dead runs' temp files beside it are removed."""
     target = Path(target)
-    fd, tmp, directory = _open_temporary(target, option)
+    _check_place(target, option)
     try:
-        with os.fdopen(fd, "wb", buffering=0) as f:
+        with _fs.atomic_write(target, exclusive=option) as f:
             yield f
-            os.fsync(f.fileno())
-        if target.exists():
-            # keep the previous file's permissions rather than mkstemp's 0600
-            os.chmod(tmp, target.stat().st_mode & 0o777)
-        else:
-            os.chmod(tmp, 0o666 & ~_umask())
-        try:
-            os.replace(tmp, target)
-        except IsADirectoryError as exc:  # it became one while we wrote
-            raise _is_a_directory(target, option) from exc
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno in _WRITE_ERRNOS:
+    except _fs.BusyError as exc:
+        raise OutputError(exc.errno, str(exc)) from exc
+    except IsADirectoryError as exc:  # it became one while we wrote
+        raise _is_a_directory(target, option) from exc
+    except OSError as exc:
+        if not isinstance(exc, (OutputError, _fs.BusyError)) and exc.errno in _WRITE_ERRNOS:
             raise OutputError(
                 exc.errno, f"cannot write {target}: {exc.strerror}; free space there or choose another {option}"
             ) from exc
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise OutputError(exc.errno, f"cannot write {target}: {exc.strerror}; choose a writable place with "
+                                         f"{option}") from exc
         raise
-    with contextlib.suppress(OSError):  # make the rename durable
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def check_writable(target: Path, option: str = "--output") -> None:
     """Raise the OutputError that `atomic_output(target)` would raise on entry, before any work is done
     (its directory is created, as atomic_output would): e.g. `--report` is checked before the output is
     replaced."""
-    fd, tmp, _ = _open_temporary(Path(target), option)
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
+    _check_place(Path(target), option)
+    with _fs.temporary(target):
+        pass
 
 
-def _open_temporary(target: Path, option: str) -> tuple[int, str, Path]:
-    """The temporary file beside `target` (its directory created): (fd, its path, the directory)."""
+def _check_place(target: Path, option: str) -> None:
+    """Create `target`'s directory and check a temp file can be made there, or raise an OutputError that
+    says why and the fix."""
     directory = target.parent if str(target.parent) else Path(".")
     if os.path.isdir(target) and not os.path.islink(target):  # os.replace would fail only after the work
         raise _is_a_directory(target, option)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temporary(directory, target.name)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     except OSError as exc:
         why = _in_the_way(directory, option) or f"{exc.strerror}; choose a writable place with {option}"
         raise OutputError(exc.errno, f"cannot write {target}: {why}") from exc
-    return fd, tmp, directory
 
 
 def _is_a_directory(target: Path, option: str) -> OutputError:
@@ -117,19 +109,3 @@ def _in_the_way(directory: Path, option: str) -> str | None:
             return f"{path} is not a directory; choose another {option}"
         return None
     return None
-
-
-def _create_temporary(directory: Path, name: str) -> tuple[int, str]:
-    """`tempfile.mkstemp` minus its imports: start-up time counts when a whole run takes under a second."""
-    while True:
-        tmp = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
-        except FileExistsError:
-            continue
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

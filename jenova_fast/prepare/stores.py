@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 from pathlib import Path
+
+from jenova_fast._fs import default_user, jenova_home
 
 
 class StoreNotFoundError(FileNotFoundError):
     """No insight store where one was asked for; the message says how to point at one."""
-
-
-def jenova_home() -> Path:
-    return Path.home() / ".jenova-ai"
-
-
-def default_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "user"
 
 
 def resolve_roots(

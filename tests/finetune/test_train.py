@@ -11,9 +11,10 @@ import pytest
 pytest.importorskip("gguf")
 pytest.importorskip("llama_cpp")
 
+from jenova_fast._fs import available_cores
 from jenova_fast.finetune import FinetuneConfig, finetune
 from jenova_fast.finetune.metadata import open_reader, read_kv
-from jenova_fast.finetune.runtime import free_cores, pick_threads
+from jenova_fast.finetune.runtime import pick_threads
 from jenova_fast.finetune.tiny_model import TINY_CHAT_TEMPLATE
 from tests.finetune.conftest import N_RECORDS, TRAIN_SETTINGS
 
@@ -102,9 +103,9 @@ def test_quantized_base_trains_all_in_an_f32_working_copy(request, base_fixture,
     assert again.working_copy == str(work) and os.stat(work).st_mtime_ns == mtime
 
 
-def test_threads_default_to_free_cores_and_never_oversubscribe(caplog):
+def test_threads_default_to_available_cores_and_never_oversubscribe(caplog):
     cores = len(os.sched_getaffinity(0))
-    assert free_cores() == cores
+    assert available_cores() == cores
     assert pick_threads(None) == cores
     assert pick_threads(1) == 1
     with caplog.at_level("WARNING"):
