@@ -193,9 +193,10 @@ def _order(path: Path) -> tuple[int, int]:
 @contextlib.contextmanager
 def temporary(target: str | os.PathLike[str], *, directory: bool = False,
               exclusive: str | None = None) -> Iterator[Path]:
-    """A locked temp file (or directory) beside `target`, for writers that need a path; removed when the
-    block ends unless it was renamed away (its directory is made if need be). Dead writers' leftovers are swept first. `exclusive`: the
-    option that chooses another target, when a second live writer of `target` must be refused."""
+    """A locked temp file (or directory) beside `target` (its folder made if need be), for writers that
+    need a path; removed when the block ends unless it was renamed away. Dead writers' leftovers are swept
+    first. `exclusive`: the option that chooses another target, when a second live writer of `target`
+    must be refused."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep(target)

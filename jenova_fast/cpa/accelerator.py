@@ -292,12 +292,12 @@ class CPA:
         report.seconds = time.perf_counter() - start
         return report
 
-    def observe_insights(self, root: PathLike) -> ObserveReport:
-        """Each insight's topic as a theme mention at the time the insight was written."""
-        report = ObserveReport("insight", str(root))
+    def observe_insights(self, insights: Iterable[tuple[str, float]], source: str = "insights") -> ObserveReport:
+        """Each insight's (topic, time written) as a theme mention at that time. The CPA does not read
+        stores: `jenova_fast.prepare.insight_topics(root)` does (the CLI wires the two)."""
+        report = ObserveReport("insight", source)
         start = time.perf_counter()
-        topics = observe.read_insight_topics(Path(root), report)
-        report.observed = self.observe_topics(topics)
+        report.observed = self.observe_topics(insights)
         report.seconds = time.perf_counter() - start
         return report
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -11,10 +12,11 @@ import time
 
 from jenova_fast.cpa.accelerator import CPA
 from jenova_fast.cpa.function_words import StopwordsError
-from jenova_fast.cpa.observe import ObserveError
+from jenova_fast.cpa.observe import ObserveError, ObserveReport
 from jenova_fast.cpa.patterns import RANKINGS
 from jenova_fast.cpa.report import PlotUnavailable, format_stats, plot_stats
 from jenova_fast.cpa.state import StateError
+from jenova_fast.prepare import StoreNotFoundError, insight_topics
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,8 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _observe_insights(cpa: CPA, root: str) -> ObserveReport:
+    """prepare's reader decides what a valid insight is; the CPA counts their topics."""
+    try:
+        return cpa.observe_insights(insight_topics(root), source=root)
+    except StoreNotFoundError as exc:
+        raise ObserveError(str(exc)) from exc
+
+
 def _observe(cpa: CPA, args: argparse.Namespace, tty: bool) -> int:
-    jobs = ([(cpa.observe_history, f) for f in args.history] + [(cpa.observe_insights, d) for d in args.insights]
+    jobs = ([(cpa.observe_history, f) for f in args.history]
+            + [(functools.partial(_observe_insights, cpa), d) for d in args.insights]
             + [(cpa.observe_access_log, f) for f in args.access_log] + [(cpa.observe_profile, f) for f in args.profile])
     if not jobs:
         print("jenova-fast cpa: error: nothing to observe; pass --history, --insights, --access-log or --profile",

@@ -9,10 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import pstats
-import re
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -112,34 +109,6 @@ def read_access_log(path: Path, report: ObserveReport) -> list[tuple[str, str, f
             continue
         out.append((kind.strip(), str(ident), parse_time(obj.get("ts"))))
     return out
-
-
-_INSIGHT_NAME = re.compile(r"insight_(\d{8})_(\d{6})")
-
-
-def insight_time(path: str) -> float:
-    """When an insight was written: from its file name (insight_YYYYMMDD_HHMMSS), else its mtime."""
-    m = _INSIGHT_NAME.search(os.path.basename(path))
-    if m:
-        try:
-            return time.mktime(time.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S"))
-        except (ValueError, OverflowError):
-            pass
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return time.time()
-
-
-def read_insight_topics(root: Path, report: ObserveReport) -> list[tuple[str, float]]:
-    """(topic, time) of each valid insight of a store; prepare's reader decides what is valid."""
-    from jenova_fast.prepare import iter_insights
-    from jenova_fast.prepare.stores import StoreNotFoundError
-
-    try:
-        return [(ins.topic, insight_time(ins.path)) for ins in iter_insights(root)]
-    except StoreNotFoundError as exc:
-        raise ObserveError(str(exc)) from exc
 
 
 def read_profile(path: Path) -> dict[str, tuple[int, float, float]]:

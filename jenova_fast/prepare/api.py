@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from jenova_fast._fs import available_cores
 from jenova_fast._implementation import pure_requested
-from jenova_fast.prepare.balance import TopicBalancer, topic_caps_for
+from jenova_fast.prepare.balance import TopicBalancer
 from jenova_fast.prepare.output import atomic_output, write_all
 from jenova_fast.prepare.records import FORMATS, SOURCES, Insight
 from jenova_fast.prepare.report import PrepareReport, ScanStats, Skip
-from jenova_fast.prepare.stores import StoreNotFoundError, resolve_roots
+from jenova_fast.prepare.stores import StoreNotFoundError, insight_time, resolve_roots
 
 if TYPE_CHECKING:
     from jenova_fast.prepare.templates import ModelText, Reshaper
@@ -105,8 +105,7 @@ def prepare(
     threads: int | None = None,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     follow_symlinks: bool = False,
-    balance_topics: bool = False,
-    cpa_state_dir: PathLike | None = None,
+    topic_caps: Callable[[Mapping[str, int]], Mapping[str, int]] | None = None,
     eval_fraction: float = 0.0,
     dedup: str | None = None,
     near_threshold: float = 0.8,
@@ -120,8 +119,8 @@ def prepare(
 ) -> PrepareReport:
     """Write one chat record per insight (then per history pair) to `output`, atomically.
 
-    `balance_topics` caps each topic's records by the CPA's theme weights (state in `cpa_state_dir`,
-    default the current user's `.cpa_state`); it reads the store twice.
+    `topic_caps` maps each topic's record count to how many to keep (the CLI's --balance-topics passes
+    the CPA's `topic_caps`); the kept ones are spread over the topic's files. It reads the store twice.
 
     `eval_fraction` F > 0 writes about F of the insights to `eval.jsonl` beside `output` instead: each by a
     hash of its identity (its cortex_id, else its path relative to the store), so an insight never changes
@@ -182,8 +181,8 @@ def prepare(
         tokenizer=counter,
     )
     balancer = (
-        _balancer(module, roots, report.threads, max_file_bytes, follow_symlinks, cpa_state_dir, options)
-        if (balance_topics)
+        _balancer(module, roots, report.threads, max_file_bytes, follow_symlinks, topic_caps, options)
+        if topic_caps is not None
         else None
     )
     with contextlib.ExitStack() as outputs:
@@ -297,6 +296,12 @@ def iter_insights(
             yield event
 
 
+def insight_topics(insights_dir: PathLike | None = None, **where: Any) -> Iterator[tuple[str, float]]:
+    """(topic, when it was written) of each valid insight: what the CPA observes as theme mentions."""
+    for insight in iter_insights(insights_dir, **where):
+        yield insight.topic, insight_time(insight.path)
+
+
 class _Cancelled(Exception):
     pass
 
@@ -325,7 +330,7 @@ def _balancer(
     threads: int,
     max_file_bytes: int,
     follow_symlinks: bool,
-    state_dir: PathLike | None,
+    topic_caps: Callable[[Mapping[str, int]], Mapping[str, int]],
     options: RecordOptions,
 ) -> TopicBalancer:
     """A first pass that counts each topic's records, capped by the CPA."""
@@ -350,7 +355,7 @@ def _balancer(
         drop=options.drop,
     )
     counts.update(topics)
-    return TopicBalancer(counts, topic_caps_for(state_dir, counts))
+    return TopicBalancer(counts, topic_caps(counts))
 
 
 def _check_history(path: PathLike | None) -> Path | None:
@@ -499,6 +504,7 @@ __all__ = [
     "StoreNotFoundError",
     "eval_path",
     "implementation",
+    "insight_topics",
     "iter_insights",
     "iter_records",
     "prepare",

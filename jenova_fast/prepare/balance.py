@@ -3,7 +3,6 @@ fine-tune follows what the user actually talks about rather than one runaway top
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Mapping
 
@@ -33,8 +32,3 @@ class TopicBalancer:
             raise AssertionError("each record is one line")
         return b"".join(line + b"\n" for line, topic in zip(lines, topics, strict=False) if self.keep(topic))
 
-
-def topic_caps_for(state_dir: str | os.PathLike[str] | None, counts: Mapping[str, int]) -> dict[str, int]:
-    from jenova_fast.cpa import topic_caps  # the CPA (and Numba) only when balancing is asked for
-
-    return topic_caps(state_dir, counts)

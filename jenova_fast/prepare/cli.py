@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from jenova_fast import __version__
@@ -155,6 +157,13 @@ def _similarity(text: str) -> float:
     return value
 
 
+def _cpa_topic_caps(state_dir: str | None) -> Callable[[Mapping[str, int]], Mapping[str, int]]:
+    """--balance-topics: the CPA's caps, from its state in `state_dir` (default: the user's)."""
+    from jenova_fast.cpa import topic_caps  # the CPA, and Numba, load only when balancing is asked for
+
+    return functools.partial(topic_caps, state_dir)
+
+
 def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> int:
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
@@ -179,8 +188,7 @@ def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> in
             threads=args.threads,
             max_file_bytes=args.max_file_bytes,
             follow_symlinks=args.follow_symlinks,
-            balance_topics=args.balance_topics,
-            cpa_state_dir=args.cpa_state_dir,
+            topic_caps=_cpa_topic_caps(args.cpa_state_dir) if args.balance_topics else None,
             eval_fraction=args.eval_fraction,
             dedup=args.dedup,
             near_threshold=args.near_threshold,

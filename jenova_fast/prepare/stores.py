@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
 
 from jenova_fast._fs import default_user, jenova_home
@@ -58,3 +60,20 @@ def _key(path: Path) -> bytes:
 
 def _clean(path: Path) -> str:
     return os.fspath(path)
+
+
+_INSIGHT_NAME = re.compile(r"insight_(\d{8})_(\d{6})")
+
+
+def insight_time(path: str) -> float:
+    """When an insight was written: from its file name (insight_YYYYMMDD_HHMMSS), else its mtime."""
+    m = _INSIGHT_NAME.search(os.path.basename(path))
+    if m:
+        try:
+            return time.mktime(time.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S"))
+        except (ValueError, OverflowError):
+            pass
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return time.time()

@@ -13,6 +13,7 @@ import pytest
 
 from jenova_fast.cpa import CPA, ObserveError
 from jenova_fast.cpa.cli import main
+from jenova_fast.prepare import insight_topics
 from tests.cpa.conftest import ROOT, run_cpa, run_python
 
 
@@ -65,7 +66,7 @@ def test_history_and_theme_matching(cpa_impl: str, tmp_path: Path) -> None:
 
 def test_insight_store_topics(cpa_impl: str, tmp_path: Path) -> None:
     cpa = CPA(tmp_path / "state")
-    report = cpa.observe_insights(_store(tmp_path))
+    report = cpa.observe_insights(insight_topics(_store(tmp_path)))
     assert report.observed == 3  # concerns.json and the broken file are not insights
     themes = cpa.state.themes
     assert {k: int(v[2]) for k, v in themes.items()} == {"tomato plants": 2, "kochen ü": 1}

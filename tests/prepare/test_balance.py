@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 
 import jenova_fast
-from jenova_fast.cpa import CPA
+from jenova_fast.cpa import CPA, topic_caps
 from jenova_fast.prepare.balance import TopicBalancer
 from tests.conftest import run_cli
 from tests.prepare.reference import read_lines
@@ -31,7 +32,7 @@ def test_balance_caps_the_runaway_topic(impl, tmp_path):
     cpa = CPA(state)
     cpa.observe_topics(["chess", "cooking", "cooking", "jazz", "jazz"])
     out = tmp_path / "balanced.jsonl"
-    report = jenova_fast.prepare(store, out, balance_topics=True, cpa_state_dir=state)
+    report = jenova_fast.prepare(store, out, topic_caps=functools.partial(topic_caps, state))
     records = read_lines(out)
     counts = Counter(map(topic_of, records))
     assert counts["cooking"] == 6 and counts["jazz"] == 5
