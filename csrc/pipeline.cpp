@@ -43,9 +43,16 @@ struct Dir {
   int fd;
   std::string path;
   size_t root_len;  // the length of its root's path: the rest is the path relative to the store
-  Dir(int fd_, std::string path_, size_t root_len_) : fd(fd_), path(std::move(path_)), root_len(root_len_) {}
+  std::atomic<int64_t> *open_count;  // the pipeline's count of open directory fds, or null
+  Dir(int fd_, std::string path_, size_t root_len_, std::atomic<int64_t> *open_count_ = nullptr)
+      : fd(fd_), path(std::move(path_)), root_len(root_len_), open_count(open_count_) {
+    if (fd >= 0 && open_count) open_count->fetch_add(1);
+  }
   ~Dir() {
-    if (fd >= 0) close(fd);
+    if (fd >= 0) {
+      close(fd);
+      if (open_count) open_count->fetch_sub(1);
+    }
   }
 };
 
@@ -91,7 +98,22 @@ struct Reader {
   }
 };
 
+// Raises the soft limit on open files to the hard one (as Go's runtime does): the walk holds one fd per
+// directory level and per directory of a batch in flight. Returns the soft limit now in force.
+static int64_t raise_open_file_limit() {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
+    struct rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? (int64_t{1} << 30) : static_cast<int64_t>(rl.rlim_cur);
+}
+
 Pipeline::Pipeline(Options options) : opt_(std::move(options)) {
+  // Half the fds for directories, the rest for the readers' files and the embedding process.
+  dir_budget_ = std::max<int64_t>(16, raise_open_file_limit() / 2);
   if (opt_.threads < 1) opt_.threads = 1;
   opt_.max_readers = std::max(opt_.max_readers, opt_.threads);
   max_inflight_ = static_cast<size_t>(opt_.max_readers) * 2 + 8;
@@ -165,6 +187,17 @@ void Pipeline::flush_batch() {
   cv_workers_.notify_one();
 }
 
+// A store of many small directories puts a directory fd in each batch item: until the batches in flight
+// are done with theirs, the walker opens no more than the budget (a soft limit of 1,024 open files is
+// common). Only the walk's own stack is left when nothing is in flight: it may then go over, and a
+// directory that cannot be opened is skipped as unreadable.
+void Pipeline::wait_for_fds() {
+  flush_batch();
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!cancelled_ && open_dirs_.load() >= dir_budget_ && !inflight_.empty())
+    cv_walker_.wait_for(lock, std::chrono::milliseconds(5));
+}
+
 namespace {
 
 struct Entry {
@@ -205,6 +238,7 @@ void Pipeline::walk_root(const std::string &root) {
   std::vector<Level> stack;
   auto open_dir = [&](int parent_fd, const std::string &name, const std::string &path, bool follow,
                       const std::shared_ptr<Dir> &parent) -> bool {
+    if (open_dirs_.load() >= dir_budget_) wait_for_fds();
     int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
     int fd = openat(parent_fd, name.c_str(), flags);
     struct stat st;
@@ -215,7 +249,7 @@ void Pipeline::walk_root(const std::string &root) {
       return false;
     }
     Level level;
-    level.dir = std::make_shared<Dir>(fd, path, root.size());
+    level.dir = std::make_shared<Dir>(fd, path, root.size(), &open_dirs_);
     level.dev = st.st_dev;
     level.ino = st.st_ino;
     if (!list_sorted(fd, level.names)) {
@@ -312,16 +346,16 @@ void Pipeline::walk() {
 
 int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
                     const std::function<bool()> &stop) {
+  // One directory open at a time, the ones still to visit kept as paths: this runs beside the walk, whose
+  // fds it must not compete with. A path longer than PATH_MAX is not counted (the total is an estimate).
   int64_t total = 0;
   std::set<std::pair<dev_t, ino_t>> seen;
-  std::vector<int> stack;
-  for (auto it = roots.rbegin(); it != roots.rend(); ++it) {
-    int fd = open(it->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) stack.push_back(fd);
-  }
+  std::vector<std::string> stack(roots.rbegin(), roots.rend());
   while (!stack.empty() && !stop()) {
-    int fd = stack.back();
+    std::string path = std::move(stack.back());
     stack.pop_back();
+    int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) continue;
     struct stat st;
     DIR *d = nullptr;
     if (fstat(fd, &st) == 0 && seen.insert({st.st_dev, st.st_ino}).second) d = fdopendir(fd);
@@ -338,8 +372,7 @@ int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
         is_dir = fstatat(dirfd(d), e->d_name, &s, flags) == 0 && S_ISDIR(s.st_mode);
       }
       if (is_dir) {
-        int child = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (child >= 0) stack.push_back(child);
+        stack.push_back(path + "/" + e->d_name);
       } else {
         size_t n = strlen(e->d_name);
         if (n >= 5 && memcmp(e->d_name + n - 5, ".json", 5) == 0 && strcmp(e->d_name, "concerns.json") != 0) total++;
@@ -347,7 +380,6 @@ int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
     }
     closedir(d);
   }
-  for (int fd : stack) close(fd);
   return total;
 }
 

@@ -172,6 +172,7 @@ class Pipeline {
   void flush_batch();
   void fail(const std::string &message);
   void add_reader();
+  void wait_for_fds();
 
   Options opt_;
   std::mutex mu_;
@@ -185,6 +186,8 @@ class Pipeline {
   std::vector<std::thread> threads_;
   size_t max_inflight_;
   int readers_ = 0;
+  std::atomic<int64_t> open_dirs_{0};  // directory fds open now (the walk's stack and the batches')
+  int64_t dir_budget_ = 0;
 };
 
 }  // namespace jf

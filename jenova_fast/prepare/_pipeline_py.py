@@ -10,6 +10,7 @@ import errno
 import functools
 import json
 import os
+import resource
 import stat
 from collections.abc import Callable, Collection, Iterable, Iterator
 
@@ -157,10 +158,10 @@ def _os_error_reason(exc: OSError) -> SkipReason:
     return SkipReason.UNREADABLE
 
 
-def _read_file(path: str, max_bytes: int, follow_symlinks: bool) -> bytes | SkipReason:
+def _read_file(dir_fd: int, name: str, max_bytes: int, follow_symlinks: bool) -> bytes | SkipReason:
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(name, flags, dir_fd=dir_fd)
     except OSError as exc:
         return _os_error_reason(exc)
     try:
@@ -185,62 +186,110 @@ def _read_file(path: str, max_bytes: int, follow_symlinks: bool) -> bytes | Skip
         os.close(fd)
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def raise_open_file_limit() -> int:
+    """Twin of the native pipeline's: the soft limit on open files raised to the hard one (as Go's runtime
+    does), since the walk holds one fd per directory level. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+class _Level:
+    """One open directory of the walk: its fd, its path, its sorted names and the next one to visit."""
+
+    def __init__(self, fd: int, path: str, names: list[str], dev_ino: tuple[int, int]) -> None:
+        self.fd, self.path, self.names, self.next, self.dev_ino = fd, path, names, 0, dev_ino
+
+
 class _Walker:
+    """Depth first with an explicit stack (no recursion limit on nesting), every name opened relative to
+    its directory's fd (no PATH_MAX on a path's length), as the native walker does."""
+
     def __init__(self, max_bytes: int, follow_symlinks: bool) -> None:
         self.max_bytes = max_bytes
         self.follow = follow_symlinks
         self.stats = ScanStats()
+        raise_open_file_limit()
+
+    @staticmethod
+    def _open(parent_fd: int | None, name: str, path: str, follow: bool) -> _Level | Skip:
+        """A directory opened and listed (sorted by bytes, hidden names left out), or the Skip naming it."""
+        flags = _DIR_FLAGS | (0 if follow else os.O_NOFOLLOW)
+        try:
+            fd = os.open(name, flags, dir_fd=parent_fd)
+        except OSError as exc:
+            return Skip(path, _os_error_reason(exc), exc.strerror or "")
+        try:
+            st = os.fstat(fd)
+            names = sorted((n for n in os.listdir(fd) if not n.startswith(".")), key=os.fsencode)
+        except OSError as exc:
+            os.close(fd)
+            return Skip(path, _os_error_reason(exc), exc.strerror or "")
+        return _Level(fd, path, names, (st.st_dev, st.st_ino))
 
     def walk(self, root: str) -> Iterator[Insight | Skip]:
-        try:
-            st = os.stat(root)
-        except OSError as exc:
-            yield Skip(root, _os_error_reason(exc), exc.strerror or "")
+        first = self._open(None, root, root, True)
+        if isinstance(first, Skip):
+            yield first
             return
-        yield from self._directory(root, [(st.st_dev, st.st_ino)])
-
-    def _directory(self, path: str, ancestors: list[tuple[int, int]]) -> Iterator[Insight | Skip]:
+        stack = [first]
         try:
-            with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: os.fsencode(e.name))
-        except OSError as exc:
-            yield Skip(path, _os_error_reason(exc), exc.strerror or "")
-            return
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):  # as the reference's glob: hidden names are not part of the store
-                continue
-            full = os.path.join(path, name)
-            is_json = name.endswith(".json")
-            try:
-                kind = entry.stat(follow_symlinks=False).st_mode
-                if stat.S_ISLNK(kind):
-                    if not self.follow:
-                        if is_json or os.path.isdir(full):
-                            yield Skip(full, SkipReason.SYMLINK)
-                        continue
-                    try:
-                        target = os.stat(full)
-                    except OSError as exc:
-                        if is_json:
-                            yield Skip(full, _os_error_reason(exc), exc.strerror or "")
-                        continue
-                    kind = target.st_mode
-                    if stat.S_ISDIR(kind) and (target.st_dev, target.st_ino) in ancestors:
-                        yield Skip(full, SkipReason.SYMLINK_LOOP)
-                        continue
-                else:
-                    target = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                if is_json:
-                    yield Skip(full, _os_error_reason(exc), exc.strerror or "")
-                continue
-            if stat.S_ISDIR(kind):
-                yield from self._directory(full, [*ancestors, (target.st_dev, target.st_ino)])
-            elif is_json:
-                yield from self._file(full, name, kind)
+            while stack:
+                level = stack[-1]
+                if level.next >= len(level.names):
+                    os.close(stack.pop().fd)
+                    continue
+                name = level.names[level.next]
+                level.next += 1
+                full = os.path.join(level.path, name)
+                is_json = name.endswith(".json")
+                try:
+                    kind = os.stat(name, dir_fd=level.fd, follow_symlinks=False).st_mode
+                    follow = False
+                    if stat.S_ISLNK(kind):
+                        try:
+                            target: os.stat_result | None = os.stat(name, dir_fd=level.fd)
+                        except OSError as exc:
+                            target, error = None, exc
+                        if not self.follow:
+                            if is_json or (target is not None and stat.S_ISDIR(target.st_mode)):
+                                yield Skip(full, SkipReason.SYMLINK)
+                            continue
+                        if target is None:
+                            if is_json:
+                                yield Skip(full, _os_error_reason(error), error.strerror or "")
+                            continue
+                        kind, follow = target.st_mode, True
+                        if stat.S_ISDIR(kind) and any(
+                            (target.st_dev, target.st_ino) == a.dev_ino for a in stack
+                        ):
+                            yield Skip(full, SkipReason.SYMLINK_LOOP)
+                            continue
+                except OSError as exc:
+                    if is_json:
+                        yield Skip(full, _os_error_reason(exc), exc.strerror or "")
+                    continue
+                if stat.S_ISDIR(kind):
+                    child = self._open(level.fd, name, full, follow)
+                    if isinstance(child, Skip):
+                        yield child
+                    else:
+                        stack.append(child)
+                elif is_json:
+                    yield from self._file(level.fd, full, name, kind)
+        finally:
+            for level in stack:
+                os.close(level.fd)
 
-    def _file(self, path: str, name: str, mode: int) -> Iterator[Insight | Skip]:
+    def _file(self, dir_fd: int, path: str, name: str, mode: int) -> Iterator[Insight | Skip]:
         if name in NOT_INSIGHTS:
             self.stats.ignored += 1
             return
@@ -248,7 +297,7 @@ class _Walker:
         if not stat.S_ISREG(mode):
             yield Skip(path, SkipReason.NOT_REGULAR)
             return
-        data = _read_file(path, self.max_bytes, self.follow)
+        data = _read_file(dir_fd, name, self.max_bytes, self.follow)
         if isinstance(data, SkipReason):
             yield Skip(path, data)
             return

@@ -443,8 +443,8 @@ def _run(
     if history is not None:
         from jenova_fast.prepare.history import iter_history_pairs  # with the pure parser: only when asked
 
-        pending = []
-        for item in iter_history_pairs(history):
+        pending: list[bytes] = []
+        for item in iter_history_pairs(history, max_file_bytes):
             if isinstance(item, Skip):
                 on_skip(item)
                 continue
@@ -452,6 +452,9 @@ def _run(
             meta = ("history", where, timestamp) if options.writer_metadata else None
             pending.append(module.format_chat(user_text, ai_text, options.writer_format, meta))
             report.history_records += 1
+            if len(pending) >= 4096:  # bounded memory, whatever the history's size
+                emit(b"".join(pending))
+                pending.clear()
         emit(b"".join(pending))
     if shape is not None:
         report.too_long = shape.too_long
