@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,41 @@ def _open_text(path: Path, what: str, fix: str):
         raise ObserveError(f"cannot read {what} {path}: {exc.strerror or exc}; {fix}") from exc
 
 
-def _json_lines(path: Path, report: ObserveReport, what: str, fix: str) -> Iterator[tuple[int, dict]]:
+# A line longer than this (in characters) is skipped without being held in memory whole.
+MAX_LINE_CHARS = 16 << 20
+_DISCARD = 1 << 20
+
+
+def _lines(f: TextIO, max_chars: int) -> Iterator[tuple[int, str | None]]:
+    """(line number, line) of a text file, or (number, None) for a line longer than `max_chars`, read past
+    in 1 Mi-character steps: memory stays bounded whatever a line's length."""
+    lineno = 0
+    while True:
+        line = f.readline(max_chars + 1)
+        if not line:
+            return
+        lineno += 1
+        if line.endswith("\n") or len(line) <= max_chars:
+            yield lineno, line
+            continue
+        while line and not line.endswith("\n"):
+            line = f.readline(_DISCARD)
+        yield lineno, None
+
+
+def _json_lines(path: Path, report: ObserveReport, what: str, fix: str,
+                max_chars: int = MAX_LINE_CHARS) -> Iterator[tuple[int, dict]]:
     with _open_text(path, what, fix) as f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in _lines(f, max_chars):
+            where = f"{path}:{lineno}"
+            if line is None:
+                report.skip("line too long", where)
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack allows
                 report.skip("invalid JSON", where)
                 continue
             if not isinstance(obj, dict):
