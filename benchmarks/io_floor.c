@@ -14,7 +14,7 @@
  * Work items are directories and batches of up to BATCH file names from one directory, so a single huge
  * directory still spreads over every thread, and a high thread count keeps that many reads in flight on a
  * cold cache. Files are opened relative to a shared directory fd (openat), as a native walker would.
- * Built by benchmarks/compare.py with `cc -O2 -pthread`.
+ * Built by benchmarks/harness.py (for compare.py) with `cc -O2 -pthread`.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
