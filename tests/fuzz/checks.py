@@ -32,7 +32,6 @@ from jenova_fast.prepare.report import SkipReason
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 BOM = b"\xef\xbb\xbf"
-INSIGHT_NAME = "insight.json"
 WRITER_FORMATS = FORMATS[:4]  # `text` needs a GGUF model's template: not a writer format
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -51,6 +50,24 @@ def writer_options(data: bytes) -> tuple[str, bool]:
     file as it is on disk, with no header, and every format still gets fuzzed."""
     crc = zlib.crc32(data)
     return WRITER_FORMATS[crc % len(WRITER_FORMATS)], bool(crc & 4)
+
+
+# File names an insight is stored under (picked by the input's CRC): what --with-metadata writes as its path.
+NAMES = (
+    b"insight.json",
+    b"insight_20250701_120000.json",
+    "caf\u00e9 \u65e5\u672c \U0001f600.json".encode(),
+    b'q"uo\\te\x01\x1f\x7f\n\t.json',
+    b"not_utf8_\xff\xfe\xed\xa0\x80.json",
+    b"\xe2\x80\xa8line separator.json",
+)
+
+
+def store_options(data: bytes) -> tuple[bytes, int]:
+    """The file's name and the run's max_bytes: the input's size, or one byte less (too_large) when its CRC
+    says so."""
+    crc = zlib.crc32(data)
+    return NAMES[(crc >> 3) % len(NAMES)], len(data) - 1 if crc & 0x40 and data else 1 << 20
 
 
 # --- the oracle: Python's json and the README's rules, restated without the pure twin's code ---
@@ -145,12 +162,14 @@ def grammar_coverage(data: bytes) -> None:
 # --- prepare: parse, escape, write ---
 
 
-def run_store(module: Any, store: Path, fmt: str, metadata: bool) -> tuple[bytes, list[tuple[str, str]], int]:
+def run_store(
+    module: Any, store: Path, fmt: str, metadata: bool, max_bytes: int
+) -> tuple[bytes, list[tuple[bytes, str]], int]:
     chunks: list[bytes] = []
     skips: list[Any] = []
     records, stats = module.run(
         [str(store)],
-        max_bytes=1 << 20,
+        max_bytes=max_bytes,
         follow_symlinks=False,
         threads=1,
         write=chunks.append,
@@ -160,7 +179,7 @@ def run_store(module: Any, store: Path, fmt: str, metadata: bool) -> tuple[bytes
         metadata=metadata,
     )
     assert stats.files_seen == 1
-    return b"".join(chunks), [(os.path.basename(s.path), s.reason.value) for s in skips], records
+    return b"".join(chunks), [(os.fsencode(os.path.basename(s.path)), s.reason.value) for s in skips], records
 
 
 def check_insight(data: bytes, store: Path) -> None:
@@ -171,18 +190,23 @@ def check_insight(data: bytes, store: Path) -> None:
     assert pure == expected, ("parse_insight != Python's json", pure, expected)
 
     fmt, metadata = writer_options(data)
-    (store / INSIGHT_NAME).write_bytes(data)
-    out_native, out_pure = run_store(_pipeline, store, fmt, metadata), run_store(_pipeline_py, store, fmt, metadata)
+    name, max_bytes = store_options(data)
+    for old in os.listdir(store):
+        os.unlink(os.path.join(store, old))
+    (store / os.fsdecode(name)).write_bytes(data)
+    out_native = run_store(_pipeline, store, fmt, metadata, max_bytes)
+    out_pure = run_store(_pipeline_py, store, fmt, metadata, max_bytes)
     assert out_native == out_pure, ("run: native != pure", fmt, metadata, out_native, out_pure)
     output, skips, records = out_native
-    if not data:
-        assert (output, skips, records) == (b"", [(INSIGHT_NAME, SkipReason.EMPTY_FILE.value)], 0)
-        return
+    if len(data) > max_bytes:
+        expected = SkipReason.TOO_LARGE
+    elif not data:
+        expected = SkipReason.EMPTY_FILE
     if isinstance(expected, SkipReason):
-        assert (output, skips, records) == (b"", [(INSIGHT_NAME, expected.value)], 0), (out_native, expected)
+        assert (output, skips, records) == (b"", [(name, expected.value)], 0), (out_native, expected)
         return
     topic, content, user, _, timestamp = expected
-    meta = ("insights", INSIGHT_NAME, timestamp) if metadata else None
+    meta = ("insights", os.fsdecode(name), timestamp) if metadata else None
     record = chat_record(insight_question(topic), insight_answer(topic, content, user), fmt, meta)
     assert (skips, records) == ([], 1)
     assert_line(output, record)
@@ -300,22 +324,13 @@ def queries_of(data: bytes) -> list[str]:
     return text.split("\n")
 
 
-_PURE = "JENOVA_FAST_PURE"
-
-
 def _count(pure: bool, queries: list[str], k: int, width: int) -> tuple[int, Any]:
-    from jenova_fast.cpa import counters
+    """The native twin (Numba kernels, counting.py) or the pure one (counting_py.py) on a fresh counter."""
+    from jenova_fast.cpa import counting, counting_py
+    from jenova_fast.cpa.counters import HeavyHitters
 
-    previous = os.environ.get(_PURE)
-    os.environ[_PURE] = "1" if pure else "0"
-    try:
-        hh = counters.HeavyHitters(k, 4, width)
-        return counters.count_queries(hh, queries), hh
-    finally:
-        if previous is None:
-            os.environ.pop(_PURE, None)
-        else:
-            os.environ[_PURE] = previous
+    hh = HeavyHitters(k, 4, width)
+    return (counting_py if pure else counting).count_queries(hh, queries), hh
 
 
 def check_queries(data: bytes) -> None:

@@ -8,7 +8,7 @@ import atheris
 from jenova_fast.cpa import kernels  # noqa: F401  (Numba compiles these from their bytecode: not instrumented)
 
 with atheris.instrument_imports(include=["jenova_fast", "tests.fuzz.checks", "tests.cpa.reference"]):
-    from jenova_fast.cpa import counters, kernels_py  # noqa: F401
+    from jenova_fast.cpa import counting, counting_py, kernels_py  # noqa: F401
     from tests.cpa import reference  # noqa: F401
     from tests.fuzz import checks
 
