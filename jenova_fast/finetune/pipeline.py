@@ -15,7 +15,13 @@ import numpy as np
 from jenova_fast import _fs
 from jenova_fast.finetune import evaluate, memory, render, runtime, trainable, validate, working_copy
 from jenova_fast.finetune.errors import FinetuneError
-from jenova_fast.finetune.install import DEFAULT_MODELS_DIR, INSTALLED_NAME, install_model, validate_model_file
+from jenova_fast.finetune.install import (
+    DEFAULT_MODELS_DIR,
+    INSTALLED_NAME,
+    InstallResult,
+    install_model,
+    validate_model_file,
+)
 from jenova_fast.finetune.metadata import open_reader, read_kv, restored_keys
 from jenova_fast.finetune.train_inprocess import ProgressCallback, TrainResult, train_inprocess
 from jenova_fast.finetune.train_program import ENV_VAR, find_program, train_program
@@ -184,96 +190,33 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     program = _check_config(config)
     threads = runtime.pick_threads(config.threads)
     base, out = Path(config.base), Path(config.out)
-    notes: list[str] = []
-
     info = validate.inspect_model(base)
     plan = plan_training(info, config)
-    log.info("training %s: %d tensors, %.1fM parameters (%s); memory about %s", plan.selection.spec,
-             len(plan.selection.trained), plan.selection.n_params / 1e6, plan.choice, plan.need.describe())
-    if plan.work.tied:
-        notes.append("the base ties its output head to token_embd, which llama.cpp never trains")
-    data = render.read_chat_records(config.data)
-    heldout_data = render.read_chat_records(config.eval_data) if config.eval_data else None
-    template = render.resolve_template(base, info.chat_template, config.template)
-    work = working_copy.working_copy(base, plan.work)
-    if plan.work.converted:
-        notes.append(f"frozen tensors converted in the working copy {work}: {plan.work.converted}")
-    if plan.probe:
-        from jenova_fast.finetune.probe import probe
-
-        probe(work, plan.selection.trained, config.n_ctx, architecture=info.architecture, spec=plan.selection.spec)
-
-    stride = config.stride or config.n_ctx // 2
-    with runtime.load_model(work, vocab_only=True) as vocab_model:
-        bos, _eos, add_bos, bos_text, eos_text = runtime.special_tokens(vocab_model)
-        renderer = render.Renderer(template, bos_text, eos_text)
-        split = render.split_and_tokenize(
-            data.conversations, renderer, lambda text: runtime.tokenize(vocab_model, text),
-            bos=bos, add_bos=add_bos, eval_fraction=config.eval_fraction, seed=config.seed,
-            heldout=heldout_data.conversations if heldout_data else None)
-        if program is not None:
-            # the program reads plain text: the same rendered training records, in the same order
-            train_text = "".join(split.train_texts)
-            n_text_tokens = len(runtime.tokenize(vocab_model, train_text, parse_special=False, add_bos=True))
-    validate.check_tokens(config.data, len(split.train), len(split.heldout), config.n_ctx)
-    heldout_windows = render.windows(split.heldout, config.n_ctx, config.n_ctx)
-
-    def train_windows(epoch: int) -> np.ndarray:
-        return render.epoch_windows(split.train_records, config.n_ctx, stride, seed=config.seed, epoch=epoch)
-
-    n_train_windows = render.n_windows(len(split.train), config.n_ctx, stride)
-    log.info("%d records (%d held out, %d skipped): %d training windows (stride %d), %d held-out windows of %d "
-             "tokens", split.n_train_records + split.n_heldout_records, split.n_heldout_records,
-             data.skipped + split.skipped_render, n_train_windows, stride, len(heldout_windows), config.n_ctx)
-
-    before = evaluate.heldout_loss(work, heldout_windows, threads, gpu_layers=config.gpu_layers)
+    notes = _plan_notes(plan)
+    data = _training_data(config, info, plan, program)
+    before = evaluate.heldout_loss(data.work, data.heldout_windows, threads, gpu_layers=config.gpu_layers)
     log.info("held-out loss before: %.4f nats/token", before.loss)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     with _fs.temporary(out, directory=True, exclusive="--out") as tmp:
-        trained, final = tmp / "trained.gguf", tmp / out.name
-        result: TrainResult
-        if program is not None:
-            text_file = Path(tmp) / "train.txt"
-            text_file.write_text(train_text, encoding="utf-8")
-            notes.append("llama-finetune does not parse special tokens: end-of-turn markers were trained as text")
-            result = train_program(program, work, trained, text_file, n_text_tokens, n_ctx=config.n_ctx,
-                                   epochs=config.epochs, lr=config.lr, threads=threads, progress=progress)
-        else:
-            result = train_inprocess(work, trained, train_windows, heldout_windows, epochs=config.epochs,
-                                     lr=config.lr, threads=threads, trained=frozenset(plan.selection.trained),
-                                     gpu_layers=config.gpu_layers, progress=progress)
-        restore = restored_keys(trained, work, extra=_template_override(info, template))
-        requantized = working_copy.assemble(trained, base, plan.work, final, requantize=config.requantize,
-                                            set_from=restore)
-        trained.unlink()
-        _check_restored(final, info, template)
-        validate_model_file(final)
-        after = evaluate.heldout_loss(final, heldout_windows, threads, gpu_layers=config.gpu_layers)
-        log.info("held-out loss after: %.4f nats/token", after.loss)
-        if not after.loss < before.loss:  # also catches NaN
-            raise FinetuneError(
-                f"{out}: not written: the held-out loss went from {before.loss:.4f} to {after.loss:.4f} nats/token, "
-                f"so the result is worse than the base (training diverged or overfit); lower --lr ({config.lr:g}) "
-                f"or --epochs ({config.epochs})")
-        smoke_messages = split.heldout_conversations[0]
+        result = _train(config, plan, data, program, tmp / "trained.gguf", threads, progress, notes)
+        final = tmp / out.name
+        restore = restored_keys(tmp / "trained.gguf", data.work, extra=_template_override(info, data.template))
+        requantized = working_copy.assemble(tmp / "trained.gguf", base, plan.work, final,
+                                            requantize=config.requantize, set_from=restore)
+        (tmp / "trained.gguf").unlink()
+        after = _check_result(final, info, data, before, config, threads)
+        smoke_messages = data.split.heldout_conversations[0]
         reply = evaluate.smoke_generate(final, smoke_messages, max_tokens=config.smoke_tokens, threads=threads)
         placed = install_model(final, out, validate=False, move=True)
-
-    installed = previous = None
-    target = Path(config.models_dir) / INSTALLED_NAME
-    if config.install and out.resolve() != target.resolve():
-        done = install_model(out, target, validate=False)
-        installed, previous = done.installed, done.previous
-    elif out.resolve() == target.resolve():
-        installed, previous = placed.installed, placed.previous
+    installed = _install(config, out, placed)
 
     report_path = Path(config.report) if config.report else Path(config.data).parent / f"{out.stem}.report.json"
     report = FinetuneReport(
-        base=str(base), working_copy=str(work), out=str(out),
-        installed=str(installed) if installed else None, previous=str(previous) if previous else None,
-        trainer=config.trainer, n_ctx=config.n_ctx, stride=stride, threads=threads, gpu_layers=config.gpu_layers,
-        lr=config.lr, epochs=config.epochs,
+        base=str(base), working_copy=str(data.work), out=str(out),
+        installed=str(installed.installed) if installed else None,
+        previous=str(installed.previous) if installed and installed.previous else None,
+        trainer=config.trainer, n_ctx=config.n_ctx, stride=data.stride, threads=threads,
+        gpu_layers=config.gpu_layers, lr=config.lr, epochs=config.epochs,
         train_spec=plan.selection.spec, train_choice=plan.choice, trained_tensors=list(plan.selection.trained),
         trained_params=plan.selection.n_params, converted=plan.work.converted,
         frozen_bytes=plan.work.frozen_bytes(),
@@ -281,9 +224,9 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
                          "optimizer": plan.need.optimizer, "activations": plan.need.activations,
                          "gpu": plan.need.gpu, "available": plan.available},
         requantized=requantized,
-        records={"train": split.n_train_records, "heldout": split.n_heldout_records,
-                 "skipped": data.skipped + split.skipped_render},
-        tokens={"train": len(split.train), "heldout": len(split.heldout)},
+        records={"train": data.split.n_train_records, "heldout": data.split.n_heldout_records,
+                 "skipped": data.skipped},
+        tokens={"train": len(data.split.train), "heldout": len(data.split.heldout)},
         steps=result.steps, seconds_train=round(result.seconds, 3),
         seconds_per_step=round(result.seconds / max(result.steps, 1), 4),
         seconds_total=round(time.perf_counter() - started, 3),
@@ -302,6 +245,110 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         report.plot = str(plot_losses(report, config.plot))
     _fs.write_bytes_via(report_path, lambda f: f.write((report.to_json() + "\n").encode("utf-8")))
     return report
+
+
+def _plan_notes(plan: TrainPlan) -> list[str]:
+    log.info("training %s: %d tensors, %.1fM parameters (%s); memory about %s", plan.selection.spec,
+             len(plan.selection.trained), plan.selection.n_params / 1e6, plan.choice, plan.need.describe())
+    notes = []
+    if plan.work.tied:
+        notes.append("the base ties its output head to token_embd, which llama.cpp never trains")
+    return notes
+
+
+@dataclass
+class TrainingData:
+    """The records rendered with the chat template, tokenized and cut into windows, ready to train."""
+
+    work: Path  # the working copy: what is trained and evaluated
+    template: str
+    split: render.TokenSplit
+    stride: int
+    heldout_windows: np.ndarray
+    skipped: int
+    train_text: str = ""  # route B: the same rendered records as plain text, and its token count
+    n_text_tokens: int = 0
+
+    def train_windows(self, n_ctx: int, seed: int, epoch: int) -> np.ndarray:
+        return render.epoch_windows(self.split.train_records, n_ctx, self.stride, seed=seed, epoch=epoch)
+
+
+def _training_data(config: FinetuneConfig, info: validate.ModelInfo, plan: TrainPlan,
+                   program: Path | None) -> TrainingData:
+    """Read the records, make the working copy, render, tokenize and split; refuses too little data."""
+    base = Path(config.base)
+    data = render.read_chat_records(config.data)
+    heldout_data = render.read_chat_records(config.eval_data) if config.eval_data else None
+    template = render.resolve_template(base, info.chat_template, config.template)
+    work = working_copy.working_copy(base, plan.work)
+    if plan.probe:
+        from jenova_fast.finetune.probe import probe
+
+        probe(work, plan.selection.trained, config.n_ctx, architecture=info.architecture, spec=plan.selection.spec)
+
+    stride = config.stride or config.n_ctx // 2
+    train_text, n_text_tokens = "", 0
+    with runtime.load_model(work, vocab_only=True) as vocab_model:
+        bos, _eos, add_bos, bos_text, eos_text = runtime.special_tokens(vocab_model)
+        renderer = render.Renderer(template, bos_text, eos_text)
+        split = render.split_and_tokenize(
+            data.conversations, renderer, lambda text: runtime.tokenize(vocab_model, text),
+            bos=bos, add_bos=add_bos, eval_fraction=config.eval_fraction, seed=config.seed,
+            heldout=heldout_data.conversations if heldout_data else None)
+        if program is not None:
+            # the program reads plain text: the same rendered training records, in the same order
+            train_text = "".join(split.train_texts)
+            n_text_tokens = len(runtime.tokenize(vocab_model, train_text, parse_special=False, add_bos=True))
+    validate.check_tokens(config.data, len(split.train), len(split.heldout), config.n_ctx)
+    prepared = TrainingData(work, template, split, stride, render.windows(split.heldout, config.n_ctx, config.n_ctx),
+                            data.skipped + split.skipped_render, train_text, n_text_tokens)
+    log.info("%d records (%d held out, %d skipped): %d training windows (stride %d), %d held-out windows of %d "
+             "tokens", split.n_train_records + split.n_heldout_records, split.n_heldout_records, prepared.skipped,
+             render.n_windows(len(split.train), config.n_ctx, stride), stride, len(prepared.heldout_windows),
+             config.n_ctx)
+    return prepared
+
+
+def _train(config: FinetuneConfig, plan: TrainPlan, data: TrainingData, program: Path | None, trained: Path,
+           threads: int, progress: ProgressCallback | None, notes: list[str]) -> TrainResult:
+    """Route A (llama.cpp's training in this process) or route B (the user's llama-finetune program)."""
+    if plan.work.converted:
+        notes.append(f"frozen tensors converted in the working copy {data.work}: {plan.work.converted}")
+    if program is not None:
+        text_file = trained.with_name("train.txt")
+        text_file.write_text(data.train_text, encoding="utf-8")
+        notes.append("llama-finetune does not parse special tokens: end-of-turn markers were trained as text")
+        return train_program(program, data.work, trained, text_file, data.n_text_tokens, n_ctx=config.n_ctx,
+                             epochs=config.epochs, lr=config.lr, threads=threads, progress=progress)
+    return train_inprocess(data.work, trained, lambda epoch: data.train_windows(config.n_ctx, config.seed, epoch),
+                           data.heldout_windows, epochs=config.epochs, lr=config.lr, threads=threads,
+                           trained=frozenset(plan.selection.trained), gpu_layers=config.gpu_layers,
+                           progress=progress)
+
+
+def _check_result(final: Path, info: validate.ModelInfo, data: TrainingData, before: evaluate.LossReport,
+                  config: FinetuneConfig, threads: int) -> evaluate.LossReport:
+    """The assembled model loads, kept its metadata, and is better than the base on the held-out records."""
+    _check_restored(final, info, data.template)
+    validate_model_file(final)
+    after = evaluate.heldout_loss(final, data.heldout_windows, threads, gpu_layers=config.gpu_layers)
+    log.info("held-out loss after: %.4f nats/token", after.loss)
+    if not after.loss < before.loss:  # also catches NaN
+        raise FinetuneError(
+            f"{config.out}: not written: the held-out loss went from {before.loss:.4f} to {after.loss:.4f} "
+            f"nats/token, so the result is worse than the base (training diverged or overfit); lower --lr "
+            f"({config.lr:g}) or --epochs ({config.epochs})")
+    return after
+
+
+def _install(config: FinetuneConfig, out: Path, placed: InstallResult) -> InstallResult | None:
+    """--install puts the result at models_dir/jenova.gguf too (unless --out was that already)."""
+    target = Path(config.models_dir) / INSTALLED_NAME
+    if out.resolve() == target.resolve():
+        return placed
+    if config.install:
+        return install_model(out, target, validate=False)
+    return None
 
 
 def _template_override(info: validate.ModelInfo, template: str) -> dict[str, Any]:

@@ -251,107 +251,137 @@ def train_inprocess(
     Each epoch's windows are fed in chunks of at most ~CHUNK_SECONDS of steps; the optimizer state lives in
     the context, so chunks continue one AdamW run. KeyboardInterrupt is raised after the chunk it arrived in
     (a signal cannot stop llama.cpp mid-call), before anything is saved."""
+    started = time.perf_counter()
     lib = _Lib()
     n_ctx = heldout_windows.shape[1] - 1
     result = TrainResult()
-    started = time.perf_counter()
-    step_seconds = result.step_seconds
     param_filter = _ParamFilter(lib, trained)
-
     with load_model(base, writable=True, gpu_layers=gpu_layers) as model, \
             new_context(model, n_ctx, threads, training=True) as ctx:
-        opt_params = lib.ggml_opt_get_default_optimizer_params(None)
+        opt_params = lib.ggml_opt_get_default_optimizer_params(None)  # read by llama.cpp at every step
         opt_params.adamw.alpha = opt_params.sgd.alpha = lr
         opt_params.adamw.wd = opt_params.sgd.wd = weight_decay
-        lopt = LlamaOptParams(
-            n_ctx_train=n_ctx,
-            param_filter=param_filter.pointer,
-            param_filter_ud=None,
-            get_opt_pars=lib.constant_params,
-            get_opt_pars_ud=ctypes.addressof(opt_params),
-            optimizer_type=OPTIMIZERS[optimizer],
-        )
-        lib.llama_opt_init(ctx, model, lopt)
+        lib.llama_opt_init(ctx, model, LlamaOptParams(
+            n_ctx_train=n_ctx, param_filter=param_filter.pointer, param_filter_ud=None,
+            get_opt_pars=lib.constant_params, get_opt_pars_ud=ctypes.addressof(opt_params),
+            optimizer_type=OPTIMIZERS[optimizer]))
         if trained is not None and trained - param_filter.seen:
             missing = sorted(trained - param_filter.seen)
             raise FinetuneError(f"{base}: llama.cpp did not offer {missing[0]} (and {len(missing) - 1} more) "
                                 "for training; it trains only F32 tensors it knows")
         log.debug("training %d tensors", len(param_filter.seen))
-
-        datasets = _Datasets(lib, n_ctx)
-        result_train, result_eval = lib.ggml_opt_result_init(), lib.ggml_opt_result_init()
-        state: dict[str, Any] = {"last": started, "epoch": 0, "steps": 0, "n": 0, "loss": 0.0, "acc": 0.0}
-        errors: list[BaseException] = []
-        n_eval = len(heldout_windows)
-
-        def eta(steps_left: int, eval_left: int) -> float:
-            per_step = float(np.median(step_seconds[-64:])) if step_seconds else 0.0
-            return per_step * (steps_left + eval_left / 3)  # a forward pass is ~1/3 of a step
-
-        def on_batch(train: bool, _opt: Any, _ds: Any, res: Any, _ib: int, _ibmax: int, _t: Any) -> None:
-            try:  # an exception must not cross the C frames; it is re-raised after the chunk
-                now = time.perf_counter()
-                loss, acc = lib.result_stats(res)
-                lib.ggml_opt_result_reset(res)  # so each call sees one step's loss
-                state["n"] += 1
-                state["loss"] += loss
-                state["acc"] += acc
-                if train:
-                    step_seconds.append(now - state["last"])
-                    result.steps += 1
-                    result.step_losses.append(loss)
-                state["last"] = now
-                if progress is not None:
-                    epochs_left = epochs - state["epoch"] - 1
-                    left = (state["steps"] - state["n"] if train else 0) + epochs_left * state["steps"]
-                    left_eval = (n_eval - (0 if train else state["n"])) + epochs_left * n_eval
-                    progress(Progress("train" if train else "eval", state["epoch"] + 1, epochs, state["n"],
-                                      state["steps"] if train else n_eval, state["loss"] / state["n"],
-                                      state["acc"] / state["n"], now - started, eta(left, left_eval)))
-            except BaseException as exc:
-                errors.append(exc)
-
-        callback = EpochCallback(on_batch)
-        null_callback = EpochCallback()  # a NULL function pointer: llama.cpp skips the call
-
-        def run(rows: np.ndarray, train: bool) -> None:
-            dataset = datasets.filled(rows)
-            split = len(rows) if train else 0
-            lib.llama_opt_epoch(ctx, dataset, result_train, result_eval, split,
-                                callback if train else null_callback, null_callback if train else callback)
-            signals.check()
-            if errors:
-                raise errors[0]
-
-        signals = _DeferredSignals().__enter__()
-        try:
+        meter = _Meter(lib, result, progress, epochs, len(heldout_windows), started)
+        with _Chunks(lib, ctx, n_ctx, meter) as run:
             for epoch in range(epochs):
-                windows = train_windows(epoch)
-                state.update(epoch=epoch, steps=len(windows), n=0, loss=0.0, acc=0.0, last=time.perf_counter())
-                chunk, done = 4, 0  # a first short chunk measures the step time
-                while done < len(windows):
-                    run(windows[done:done + chunk], train=True)
-                    done += chunk
-                    per_step = float(np.median(step_seconds[-16:]))
-                    chunk = int(min(MAX_CHUNK, max(1, CHUNK_SECONDS // max(per_step, 1e-3))))
-                train_loss, train_acc = state["loss"] / max(state["n"], 1), state["acc"] / max(state["n"], 1)
-                if not math.isfinite(train_loss):
-                    raise FinetuneError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); lower --lr")
-                state.update(n=0, loss=0.0, acc=0.0)
-                for start in range(0, n_eval, MAX_CHUNK):
-                    run(heldout_windows[start:start + MAX_CHUNK], train=False)
-                eval_loss, eval_acc = state["loss"] / max(state["n"], 1), state["acc"] / max(state["n"], 1)
-                result.epochs.append({"train_loss": train_loss, "train_accuracy": train_acc,
-                                      "eval_loss": eval_loss, "eval_accuracy": eval_acc})
-                result.eval_points.append((result.steps, eval_loss))
-                log.info("epoch %d/%d: train loss %.4f acc %.1f%%, held-out loss %.4f acc %.1f%%", epoch + 1,
-                         epochs, train_loss, 100 * train_acc, eval_loss, 100 * eval_acc)
-        finally:
-            signals.__exit__()
-            lib.ggml_opt_result_free(result_train)
-            lib.ggml_opt_result_free(result_eval)
-            datasets.free()
+                _epoch(run, meter, train_windows(epoch), heldout_windows, epoch)
         result.seconds = time.perf_counter() - started
         if out is not None:  # None: a benchmark that only times the steps
             lib.llama_model_save_to_file(model, os.fsencode(Path(out)))
     return result
+
+
+def _epoch(run: _Chunks, meter: _Meter, windows: np.ndarray, heldout: np.ndarray, epoch: int) -> None:
+    """One pass over the training windows, in chunks sized to ~CHUNK_SECONDS, then over the held-out ones."""
+    meter.begin(epoch, len(windows))
+    chunk, done = 4, 0  # a first short chunk measures the step time
+    while done < len(windows):
+        run(windows[done:done + chunk], train=True)
+        done += chunk
+        per_step = float(np.median(meter.result.step_seconds[-16:]))
+        chunk = int(min(MAX_CHUNK, max(1, CHUNK_SECONDS // max(per_step, 1e-3))))
+    train_loss, train_acc = meter.means()
+    if not math.isfinite(train_loss):
+        raise FinetuneError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); lower --lr")
+    meter.restart()
+    for start in range(0, len(heldout), MAX_CHUNK):
+        run(heldout[start:start + MAX_CHUNK], train=False)
+    eval_loss, eval_acc = meter.means()
+    meter.result.epochs.append({"train_loss": train_loss, "train_accuracy": train_acc,
+                                "eval_loss": eval_loss, "eval_accuracy": eval_acc})
+    meter.result.eval_points.append((meter.result.steps, eval_loss))
+    log.info("epoch %d/%d: train loss %.4f acc %.1f%%, held-out loss %.4f acc %.1f%%", epoch + 1, meter.epochs,
+             train_loss, 100 * train_acc, eval_loss, 100 * eval_acc)
+
+
+class _Meter:
+    """The running loss and accuracy of the current pass, each step's loss and time, and the progress they
+    feed. `on_batch` is called from C: an exception is kept and re-raised after the chunk."""
+
+    def __init__(self, lib: _Lib, result: TrainResult, progress: ProgressCallback | None, epochs: int,
+                 n_eval: int, started: float) -> None:
+        self.lib, self.result, self.progress, self.epochs, self.n_eval = lib, result, progress, epochs, n_eval
+        self.started = self.last = started
+        self.epoch = self.steps = self.n = 0
+        self.loss = self.acc = 0.0
+        self.errors: list[BaseException] = []
+
+    def begin(self, epoch: int, steps: int) -> None:
+        self.epoch, self.steps, self.last = epoch, steps, time.perf_counter()
+        self.restart()
+
+    def restart(self) -> None:
+        self.n, self.loss, self.acc = 0, 0.0, 0.0
+
+    def means(self) -> tuple[float, float]:
+        return self.loss / max(self.n, 1), self.acc / max(self.n, 1)
+
+    def on_batch(self, train: bool, _opt: Any, _ds: Any, res: Any, _ib: int, _ibmax: int, _t: Any) -> None:
+        try:  # an exception must not cross the C frames; it is re-raised after the chunk
+            now = time.perf_counter()
+            loss, acc = self.lib.result_stats(res)
+            self.lib.ggml_opt_result_reset(res)  # so each call sees one step's loss
+            self.n += 1
+            self.loss += loss
+            self.acc += acc
+            if train:
+                self.result.step_seconds.append(now - self.last)
+                self.result.steps += 1
+                self.result.step_losses.append(loss)
+            self.last = now
+            if self.progress is not None:
+                self.progress(self._progress(train, now))
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def _progress(self, train: bool, now: float) -> Progress:
+        epochs_left = self.epochs - self.epoch - 1
+        left = (self.steps - self.n if train else 0) + epochs_left * self.steps
+        left_eval = (self.n_eval - (0 if train else self.n)) + epochs_left * self.n_eval
+        recent = self.result.step_seconds[-64:]
+        per_step = float(np.median(recent)) if recent else 0.0
+        eta = per_step * (left + left_eval / 3)  # a forward pass is ~1/3 of a step
+        loss, acc = self.means()
+        return Progress("train" if train else "eval", self.epoch + 1, self.epochs, self.n,
+                        self.steps if train else self.n_eval, loss, acc, now - self.started, eta)
+
+
+class _Chunks(contextlib.AbstractContextManager["_Chunks"]):
+    """Calls llama_opt_epoch on one chunk of windows at a time, with SIGINT/SIGTERM deferred to between
+    chunks; owns the datasets and result objects of the run."""
+
+    def __init__(self, lib: _Lib, ctx: Any, n_ctx: int, meter: _Meter) -> None:
+        self.lib, self.ctx, self.meter = lib, ctx, meter
+        self.datasets = _Datasets(lib, n_ctx)
+        self.result_train, self.result_eval = lib.ggml_opt_result_init(), lib.ggml_opt_result_init()
+        self.callback = EpochCallback(meter.on_batch)
+        self.null_callback = EpochCallback()  # a NULL function pointer: llama.cpp skips the call
+        self.signals = _DeferredSignals()
+
+    def __enter__(self) -> _Chunks:
+        self.signals.__enter__()
+        return self
+
+    def __call__(self, rows: np.ndarray, train: bool) -> None:
+        dataset = self.datasets.filled(rows)
+        split = len(rows) if train else 0
+        on_train, on_eval = (self.callback, self.null_callback) if train else (self.null_callback, self.callback)
+        self.lib.llama_opt_epoch(self.ctx, dataset, self.result_train, self.result_eval, split, on_train, on_eval)
+        self.signals.check()
+        if self.meter.errors:
+            raise self.meter.errors[0]
+
+    def __exit__(self, *exc: object) -> None:
+        self.signals.__exit__()
+        self.lib.ggml_opt_result_free(self.result_train)
+        self.lib.ggml_opt_result_free(self.result_eval)
+        self.datasets.free()

@@ -89,11 +89,7 @@ def train_program(
            "-c", str(n_ctx), "-b", str(n_ctx), "-ub", str(n_ctx), "-t", str(threads), "-lr", f"{lr:g}",
            "-epochs", str(epochs), "-val-split", f"{val_split:g}", "-opt", "adamw"]
     log.info("running %s", " ".join(cmd))
-    started = time.perf_counter()
-    result = TrainResult()
-    tail: deque[str] = deque(maxlen=40)
-    epoch = last_i = steps_before = 0
-    last_train: dict[str, float] | None = None
+    lines = _LineReader(epochs, progress)
     # OpenMP threads that spin between parallel regions made the program 7x slower on a busy 2-core machine
     # (35 s vs 4.7 s for 98 steps of the tiny model, OMP_WAIT_POLICY=passive); the user may set it otherwise
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "passive")}
@@ -102,34 +98,59 @@ def train_program(
         buffer = b""
         stream = cast(BufferedReader, proc.stderr)  # Popen's pipe is buffered: read1 returns what is there
         while chunk := stream.read1(4096):
-            *lines, buffer = re.split(rb"[\r\n]", buffer + chunk)
-            for raw in lines:
-                line = raw.decode("utf-8", "replace").strip()
-                match = PROGRESS_LINE.match(line)
-                if not match:
-                    if line:
-                        tail.append(line)
-                    continue
-                if match["phase"] != "train":
-                    continue
-                i, n = int(match["i"]), int(match["n"])
-                if i < last_i:  # the counter restarts with each epoch
-                    result.epochs.append(last_train or {})
-                    steps_before += last_i
-                    epoch += 1
-                last_i = i
-                last_train = {"train_loss": float(match["loss"]), "train_accuracy": float(match["acc"]) / 100}
-                if progress is not None:
-                    elapsed = time.perf_counter() - started
-                    done, total = steps_before + i, n * epochs
-                    progress(Progress("train", epoch + 1, epochs, i, n, last_train["train_loss"],
-                                      last_train["train_accuracy"], elapsed, elapsed / done * (total - done)))
+            *complete, buffer = re.split(rb"[\r\n]", buffer + chunk)
+            for raw in complete:
+                lines.feed(raw.decode("utf-8", "replace").strip())
         rc = proc.wait()
-    if last_train is not None:
-        result.epochs.append(last_train)
-    result.steps = steps_before + last_i
-    result.seconds = time.perf_counter() - started
-    stderr_tail = "\n".join(tail)
+    result = lines.finish()
+    _check_run(program, rc, "\n".join(lines.tail), result, base, out, n_ctx)
+    return result
+
+
+class _LineReader:
+    """llama-finetune's stderr: its progress lines become steps, per-epoch losses and progress; the last 40
+    other lines are kept for the error message."""
+
+    def __init__(self, epochs: int, progress: ProgressCallback | None) -> None:
+        self.epochs, self.progress = epochs, progress
+        self.started = time.perf_counter()
+        self.result = TrainResult()
+        self.tail: deque[str] = deque(maxlen=40)
+        self.epoch = self.last_i = self.steps_before = 0
+        self.last_train: dict[str, float] | None = None
+
+    def feed(self, line: str) -> None:
+        match = PROGRESS_LINE.match(line)
+        if not match:
+            if line:
+                self.tail.append(line)
+            return
+        if match["phase"] != "train":
+            return
+        i, n = int(match["i"]), int(match["n"])
+        if i < self.last_i:  # the counter restarts with each epoch
+            self.result.epochs.append(self.last_train or {})
+            self.steps_before += self.last_i
+            self.epoch += 1
+        self.last_i = i
+        self.last_train = {"train_loss": float(match["loss"]), "train_accuracy": float(match["acc"]) / 100}
+        if self.progress is not None:
+            elapsed = time.perf_counter() - self.started
+            done, total = self.steps_before + i, n * self.epochs
+            self.progress(Progress("train", self.epoch + 1, self.epochs, i, n, self.last_train["train_loss"],
+                                   self.last_train["train_accuracy"], elapsed, elapsed / done * (total - done)))
+
+    def finish(self) -> TrainResult:
+        if self.last_train is not None:
+            self.result.epochs.append(self.last_train)
+        self.result.steps = self.steps_before + self.last_i
+        self.result.seconds = time.perf_counter() - self.started
+        return self.result
+
+
+def _check_run(program: Path, rc: int, stderr_tail: str, result: TrainResult, base: Path, out: Path,
+               n_ctx: int) -> None:
+    """A run that failed, trained nothing or wrote nothing new is an error that says which, with its output."""
     if rc != 0:
         if rc in (134, -6):
             why = "llama.cpp aborted (GGML_ASSERT); usually too few tokens for --ctx"
@@ -146,4 +167,3 @@ def train_program(
     if _tensor_digest(out) == _tensor_digest(base):
         raise FinetuneError(f"{program} wrote {out} with weights identical to the base: nothing was trained "
                             "(are the tensors F32?)")
-    return result
