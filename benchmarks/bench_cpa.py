@@ -99,7 +99,7 @@ def worker_kernel(n: int, state_dir: str, repeat: int = 5) -> dict:
     kernel has no document or session arrays)."""
     import numpy as np
 
-    from jenova_fast.cpa import CPA, counters, jit_cache, kernels, unicode_tables
+    from jenova_fast.cpa import CPA, counters, counting, jit_cache, kernels, unicode_tables
     from jenova_fast.cpa.config import NGRAM_SKETCH_DEPTH, NGRAM_SKETCH_WIDTH, NGRAM_TOPK, QUERY_BATCH
 
     queries = make_queries(n)
@@ -109,8 +109,8 @@ def worker_kernel(n: int, state_dir: str, repeat: int = 5) -> dict:
     count = jit_cache.ensure("count_hashes", state_dir)
     with_docs = len(kernels.SIGNATURES["count_hashes"].args) > 9
     batches = []
-    for batch in counters._batches(queries, QUERY_BATCH):
-        buf = counters._utf8(batch)
+    for batch in counting._batches(queries, QUERY_BATCH):
+        buf = counting._utf8(batch)
         ngrams, spans = np.empty(buf.size + 1, np.uint64), np.empty((3, buf.size + 1), np.int64)
         if with_docs:
             m, _, docs = tokenize(buf, tables.fold_off, tables.fold_cp, tables.is_word, ngrams, spans[0], spans[1],

@@ -13,6 +13,7 @@ import pytest
 
 from benchmarks.bench_cpa import make_queries
 from jenova_fast.cpa import CPA, counters, state
+from jenova_fast.cpa._impl import counting
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def warm(cpa_dir: Path, queries: list[str]) -> CPA:
 def test_count_queries(benchmark, warm: CPA, queries: list[str]) -> None:
     def run() -> int:
         hh = counters.HeavyHitters(4096, 4, 1 << 14)
-        return counters.count_queries(hh, queries, warm.state_dir)
+        return counting().count_queries(hh, queries, warm.state_dir)
 
     words = benchmark(run)
     assert words > 10 * len(queries) // 2
@@ -47,7 +48,7 @@ def test_count_items(benchmark, warm: CPA) -> None:
 
     def run() -> int:
         hh = counters.HeavyHitters(2048, 4, 1 << 14)
-        counters.count_items(hh, counters.item_hashes(keys, warm.state_dir), keys, warm.state_dir)
+        counting().count_items(hh, counting().item_hashes(keys, warm.state_dir), keys, warm.state_dir)
         return hh.total
 
     assert benchmark(run) == len(keys)

@@ -13,24 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from jenova_fast._fs import default_user, jenova_home
 from jenova_fast._implementation import pure_requested
-from jenova_fast.cpa import config, counters, function_words, jit_cache, observe, patterns, state, unicode_tables
+from jenova_fast.cpa import config, function_words, jit_cache, observe, patterns, report, state, unicode_tables
+from jenova_fast.cpa._impl import counting
 from jenova_fast.cpa.kernels import SESSION_ID
 from jenova_fast.cpa.observe import ObserveReport
+from jenova_fast.cpa.state import default_state_dir
+from jenova_fast.cpa.themes import decayed_weights, theme_key
 
 PathLike = str | os.PathLike[str]
 _WORDS = re.compile(r"\w+")
-
-
-def default_state_dir(user: str | None = None) -> Path:
-    """`~/.jenova-ai/users/<user>/.cpa_state` (user: the OS user unless given)."""
-    return jenova_home() / "users" / (user or default_user()) / ".cpa_state"
-
-
-def theme_key(topic: str) -> str:
-    """Themes are compared case-folded with whitespace collapsed; an empty topic is 'general'."""
-    return " ".join(topic.casefold().split()) or "general"
 
 
 def assign_sessions(times: Sequence[float | None], last_time: float | None, last_id: int,
@@ -52,12 +44,6 @@ def assign_sessions(times: Sequence[float | None], last_time: float | None, last
             prev = t
         ids.append(sid)
     return ids, prev, sid
-
-
-def decayed_weights(themes: Mapping[str, list[float]], now: float | None = None) -> dict[str, float]:
-    now = time.time() if now is None else now
-    half_life = config.THEME_HALF_LIFE_DAYS * 86400.0
-    return {k: w * 2.0 ** (-max(0.0, now - t) / half_life) for k, (w, t, _) in themes.items()}
 
 
 class CPA:
@@ -167,7 +153,7 @@ class CPA:
             sessions = np.asarray(ids, np.int64)
         if last_time is not None:
             st.last_query_time = last_time
-        words = counters.count_queries(ngrams, texts, self.state_dir, sessions)  # sets meta[SESSION_ID]
+        words = counting().count_queries(ngrams, texts, self.state_dir, sessions)  # sets meta[SESSION_ID]
         st.queries += len(texts)
         st.words += words
         return words
@@ -236,8 +222,8 @@ class CPA:
                     pair_b.append(distinct[y])
         if not keys:
             return
-        hashes = counters.item_hashes(keys, self.state_dir)
-        counters.count_items(st.items, hashes, keys, self.state_dir)
+        hashes = counting().item_hashes(keys, self.state_dir)
+        counting().count_items(st.items, hashes, keys, self.state_dir)
         if pair_a:
             a, b = hashes[pair_a], hashes[pair_b]
             swap = a > b  # unordered pairs: smaller hash first
@@ -245,7 +231,7 @@ class CPA:
             ia, ib = np.array(pair_a), np.array(pair_b)
             first_i, second_i = np.where(swap, ib, ia), np.where(swap, ia, ib)
             texts = [f"{keys[i]} + {keys[j]}" for i, j in zip(first_i.tolist(), second_i.tolist(), strict=True)]
-            counters.count_items(st.pairs, counters.pair_hashes(lo, hi), texts, self.state_dir)
+            counting().count_items(st.pairs, counting().pair_hashes(lo, hi), texts, self.state_dir)
 
     def observe_functions(self, functions: Mapping[str, tuple[int, float, float]]) -> int:
         with self.batch():
@@ -339,42 +325,5 @@ class CPA:
         return patterns.ranked(self.state.ngrams, self.active_function_words(stopwords), by)[0]
 
     def stats(self, top: int = 20, *, by: str = "score", stopwords: PathLike | None = None) -> dict:
-        """Everything counted, as plain JSON-able data. Query patterns are ranked `by` "score" (count x
-        IDF over the user's queries) or "count"; n-grams made only of function words are never listed."""
-        st = self.state
-        words = self.active_function_words(stopwords)
-        rows, hidden = patterns.ranked(st.ngrams, words, by)
-        candidates = patterns.candidate_themes(rows, st.themes, words, top)
-        weights = self.theme_weights()
-        themes = sorted(st.themes.items(), key=lambda kv: (-weights[kv[0]], kv[0]))[:top]
-        funcs = sorted(st.functions.items(), key=lambda kv: (-kv[1][2], kv[0]))[:top]
-        history = jit_cache.read_history(self.state_dir)[0] if self.state_dir is not None else []
-
-        def counted(hh: counters.HeavyHitters) -> list[dict]:
-            return [c._asdict() for c in hh.top(top)]
-
-        return {
-            "state_dir": None if self.state_dir is None else str(self.state_dir),
-            "schema": state.SCHEMA,
-            "generation": st.generation,
-            "queries": {"queries": st.queries, "words": st.words, "ngrams": st.ngrams.total,
-                        "tracked": st.ngrams.used, "documents": st.ngrams.docs,
-                        "sessions": int(st.ngrams.meta[SESSION_ID]), "ranked_by": by,
-                        "function_words": {**words.describe(), "hidden": hidden},
-                        "top": [r.as_dict() for r in rows[:top]]},
-            "candidate_themes": candidates,
-            "themes": [{"theme": k, "weight": round(weights[k], 6), "mentions": int(c), "last_seen": t}
-                       for k, (_, t, c) in themes],
-            "memory": {"kinds": dict(sorted(st.kinds.items(), key=lambda kv: (-kv[1], kv[0]))),
-                       "accesses": st.items.total, "top_items": counted(st.items),
-                       "top_pairs": counted(st.pairs)},
-            "functions": [{"function": k, "ncalls": int(n), "tottime": tt, "cumtime": ct}
-                          for k, (n, tt, ct) in funcs],
-            "compilation": {
-                "records": len(history),
-                "cache_hits": sum(r.get("cache") == "hit" for r in history),
-                "cache_misses": sum(r.get("cache") == "miss" for r in history),
-                "seconds": round(sum(float(r.get("seconds", 0.0)) for r in history), 6),
-                "last": history[-top:] if top else [],
-            },
-        }
+        """Everything counted, as plain JSON-able data (see report.stats)."""
+        return report.stats(self, top, by=by, stopwords=stopwords)

@@ -1,11 +1,60 @@
-"""`stats` output: a readable table, and an optional PNG bar chart (the `plot` extra)."""
+"""`stats`: everything counted as JSON-able data, a readable table of it, and an optional PNG bar chart (the
+`plot` extra)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from jenova_fast.cpa import atomic
+from jenova_fast import _fs
+from jenova_fast.cpa import counters, jit_cache, patterns, state
+from jenova_fast.cpa.kernels import SESSION_ID
+
+if TYPE_CHECKING:
+    from jenova_fast.cpa.accelerator import CPA
+
+
+def stats(cpa: CPA, top: int = 20, *, by: str = "score", stopwords: str | os.PathLike[str] | None = None) -> dict:
+    """Everything counted, as plain JSON-able data. Query patterns are ranked `by` "score" (count x
+    IDF over the user's queries) or "count"; n-grams made only of function words are never listed."""
+    st = cpa.state
+    words = cpa.active_function_words(stopwords)
+    rows, hidden = patterns.ranked(st.ngrams, words, by)
+    candidates = patterns.candidate_themes(rows, st.themes, words, top)
+    weights = cpa.theme_weights()
+    themes = sorted(st.themes.items(), key=lambda kv: (-weights[kv[0]], kv[0]))[:top]
+    funcs = sorted(st.functions.items(), key=lambda kv: (-kv[1][2], kv[0]))[:top]
+    history = jit_cache.read_history(cpa.state_dir)[0] if cpa.state_dir is not None else []
+
+    def counted(hh: counters.HeavyHitters) -> list[dict]:
+        return [c._asdict() for c in hh.top(top)]
+
+    return {
+        "state_dir": None if cpa.state_dir is None else str(cpa.state_dir),
+        "schema": state.SCHEMA,
+        "generation": st.generation,
+        "queries": {"queries": st.queries, "words": st.words, "ngrams": st.ngrams.total,
+                    "tracked": st.ngrams.used, "documents": st.ngrams.docs,
+                    "sessions": int(st.ngrams.meta[SESSION_ID]), "ranked_by": by,
+                    "function_words": {**words.describe(), "hidden": hidden},
+                    "top": [r.as_dict() for r in rows[:top]]},
+        "candidate_themes": candidates,
+        "themes": [{"theme": k, "weight": round(weights[k], 6), "mentions": int(c), "last_seen": t}
+                   for k, (_, t, c) in themes],
+        "memory": {"kinds": dict(sorted(st.kinds.items(), key=lambda kv: (-kv[1], kv[0]))),
+                   "accesses": st.items.total, "top_items": counted(st.items),
+                   "top_pairs": counted(st.pairs)},
+        "functions": [{"function": k, "ncalls": int(n), "tottime": tt, "cumtime": ct}
+                      for k, (n, tt, ct) in funcs],
+        "compilation": {
+            "records": len(history),
+            "cache_hits": sum(r.get("cache") == "hit" for r in history),
+            "cache_misses": sum(r.get("cache") == "miss" for r in history),
+            "seconds": round(sum(float(r.get("seconds", 0.0)) for r in history), 6),
+            "last": history[-top:] if top else [],
+        },
+    }
 
 
 class PlotUnavailable(Exception):
@@ -89,6 +138,6 @@ def plot_stats(stats: dict, path: os.PathLike[str] | str) -> Path:
             ax.text(0.5, 0.5, "none yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     out = Path(path)
-    atomic.write_bytes_via(out, lambda f: fig.savefig(f, format="png", dpi=100))
+    _fs.write_bytes_via(out, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return out

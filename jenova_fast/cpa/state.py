@@ -32,13 +32,14 @@ import logging
 import os
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from jenova_fast.cpa import atomic, config
+from jenova_fast import _fs
+from jenova_fast.cpa import config
 from jenova_fast.cpa.counters import HeavyHitters, pack_strings, unpack_strings
 from jenova_fast.cpa.kernels import COUNT, DF, DF_ERR, DOCS, ERR, LAST_DOC, META_SIZE, SLOT_FIELDS, TOTAL
 
@@ -188,7 +189,17 @@ def read(path: Path) -> State:
 
 
 def write(path: Path, state: State) -> None:
-    atomic.write_npz(path, state.arrays())
+    write_npz(path, state.arrays())
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Crash-safe; np.savez never pickles plain numeric arrays (the stub types **kwds as allow_pickle)."""
+    _fs.write_bytes_via(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+
+
+def default_state_dir(user: str | None = None) -> Path:
+    """`~/.jenova-ai/users/<user>/.cpa_state` (user: the OS user unless given)."""
+    return _fs.jenova_home() / "users" / (user or _fs.default_user()) / ".cpa_state"
 
 
 def quarantine(path: Path, reason: str) -> Path:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jenova_fast.cpa import atomic
+from jenova_fast.cpa import state
 from jenova_fast.cpa.kernels_py import is_word_char
 
 log = logging.getLogger(__name__)
@@ -66,5 +66,5 @@ def tables(cache_dir: Path | None = None) -> UnicodeTables:
             log.warning("%s is unreadable (%s); rebuilding it", path, exc)
     _tables = _build()
     if path is not None:
-        atomic.write_npz(path, _tables._asdict())
+        state.write_npz(path, _tables._asdict())
     return _tables

@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jenova_fast.cpa import counters, kernels_py, unicode_tables
+from jenova_fast.cpa import counting as counting_native
+from jenova_fast.cpa._impl import counting
 from jenova_fast.cpa.kernels import COUNT, ERR, REP_START
 from tests.cpa.conftest import run_python
 from tests.cpa.reference import document_frequency, is_word, ngram_counts
@@ -31,14 +33,14 @@ def _random_queries(seed: int, n: int, vocab: int) -> list[str]:
 def _count(impl_pure: bool, queries: list[str], k: int = 4096, width: int = 1 << 12):
     os.environ["JENOVA_FAST_PURE"] = "1" if impl_pure else "0"
     hh = counters.HeavyHitters(k, 4, width)
-    words = counters.count_queries(hh, queries)
+    words = counting().count_queries(hh, queries)
     return words, hh
 
 
 def test_exact_regime_equals_counter(cpa_impl: str) -> None:
     queries = QUERIES + _random_queries(1, 300, 50)
     hh = counters.HeavyHitters(4096, 4, 1 << 12)
-    counters.count_queries(hh, queries)
+    counting().count_queries(hh, queries)
     ref = ngram_counts(queries)
     assert {c.text: c.count for c in hh.top()} == dict(ref)
     assert all(c.err == 0 for c in hh.top())
@@ -63,7 +65,7 @@ def test_twins_agree_exactly_when_the_top_k_overflows(compiled_state, monkeypatc
 
 def test_many_batches_through_the_tokenizer_thread_count_exactly_as_the_twin(compiled_state, monkeypatch) -> None:
     """Batches are tokenized on a helper thread ahead of the counting and their arrays reused in turn."""
-    monkeypatch.setattr(counters, "QUERY_BATCH", 37)
+    monkeypatch.setattr(counting_native, "QUERY_BATCH", 37)
     queries = QUERIES + _random_queries(11, 3000, 400)
     (wa, a), (wb, b) = (_count(pure, queries, k=64, width=1 << 10) for pure in (False, True))
     monkeypatch.delenv("JENOVA_FAST_PURE", raising=False)
@@ -77,7 +79,7 @@ def test_many_batches_through_the_tokenizer_thread_count_exactly_as_the_twin(com
 def test_overflow_bounds_hold(cpa_impl: str) -> None:
     queries = _random_queries(11, 1500, 300)
     hh = counters.HeavyHitters(128, 4, 1 << 10)
-    counters.count_queries(hh, queries)
+    counting().count_queries(hh, queries)
     ref = ngram_counts(queries)
     top = hh.top()
     assert len(top) == 128
@@ -114,9 +116,9 @@ def test_unicode_tables_follow_the_rule(ch: str) -> None:
 
 def test_item_and_pair_hashes_agree(cpa_impl: str, monkeypatch) -> None:
     keys = ["episodic:1", "semantic:é", "procedural:😀", "x:"]
-    native = counters.item_hashes(keys)
+    native = counting().item_hashes(keys)
     assert native.tolist() == [kernels_py.hash_bytes(k.encode()) for k in keys]
-    pairs = counters.pair_hashes(native[:2], native[2:])
+    pairs = counting().pair_hashes(native[:2], native[2:])
     assert pairs.tolist() == [kernels_py.pair_hash(int(a), int(b)) for a, b in zip(native[:2], native[2:],
                                                                                     strict=True)]
 
@@ -124,7 +126,7 @@ def test_item_and_pair_hashes_agree(cpa_impl: str, monkeypatch) -> None:
 def test_count_items_exact(cpa_impl: str) -> None:
     keys = [f"k{i % 7}" for i in range(100)]
     hh = counters.HeavyHitters(16, 4, 1 << 8)
-    counters.count_items(hh, counters.item_hashes(keys), keys)
+    counting().count_items(hh, counting().item_hashes(keys), keys)
     assert {c.text: c.count for c in hh.top()} == {f"k{i}": len(range(i, 100, 7)) for i in range(7)}
     assert int(hh.slots[:, COUNT].sum()) == 100 and int(hh.slots[:, ERR].sum()) == 0
 
@@ -132,9 +134,10 @@ def test_count_items_exact(cpa_impl: str) -> None:
 _DISABLED_JIT = """
 import json, sys
 from jenova_fast.cpa import counters, jit_cache
+from jenova_fast.cpa._impl import counting
 assert not jit_cache.jit_enabled()
 hh = counters.HeavyHitters(32, 4, 256)
-words = counters.count_queries(hh, json.loads(sys.argv[1]))
+words = counting().count_queries(hh, json.loads(sys.argv[1]))
 print(json.dumps([words, [list(c) for c in hh.top()], hh.sketch.sum().item(), hh.slots[:, :6].tolist(),
                   hh.meta.tolist()]))
 """

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from jenova_fast.cpa import CPA, counters, function_words, patterns, state
+from jenova_fast.cpa import counting as counting_native
+from jenova_fast.cpa._impl import counting
 from jenova_fast.cpa.accelerator import assign_sessions
 from jenova_fast.cpa.cli import main
 from jenova_fast.cpa.kernels import DOCS, REP_START
@@ -123,12 +125,12 @@ def _random_queries(seed: int, n: int, vocab: int) -> list[str]:
 def test_document_frequency_bounds_and_twins_when_the_top_k_overflows(compiled_state, monkeypatch) -> None:
     queries = _random_queries(3, 2500, 300)
     sessions = np.repeat(np.arange(1, 26), 100)
-    monkeypatch.setattr(counters, "QUERY_BATCH", 97)  # many batches through the tokenizer threads
+    monkeypatch.setattr(counting_native, "QUERY_BATCH", 97)  # many batches through the tokenizer threads
     built = []
     for pure in ("0", "1"):
         monkeypatch.setenv("JENOVA_FAST_PURE", pure)
         hh = counters.HeavyHitters(64, 4, 1 << 9)
-        counters.count_queries(hh, queries, sessions=sessions)
+        counting().count_queries(hh, queries, sessions=sessions)
         built.append(hh)
     native, pure_hh = built
     np.testing.assert_array_equal(native.slots[:, :REP_START], pure_hh.slots[:, :REP_START])  # all but scratch

@@ -1,15 +1,27 @@
-"""Topic caps for `prepare --balance-topics`: the training set follows what the user talks about."""
+"""Theme arithmetic: how topics are keyed, how their weight decays, and the caps that --balance-topics
+derives from the weights."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from math import ceil
 from pathlib import Path
 from statistics import median_low
 
-from jenova_fast.cpa import state
-from jenova_fast.cpa.accelerator import decayed_weights, default_state_dir, theme_key
+from jenova_fast.cpa import config, state
+
+
+def theme_key(topic: str) -> str:
+    """Themes are compared case-folded with whitespace collapsed; an empty topic is 'general'."""
+    return " ".join(topic.casefold().split()) or "general"
+
+
+def decayed_weights(themes: Mapping[str, list[float]], now: float | None = None) -> dict[str, float]:
+    now = time.time() if now is None else now
+    half_life = config.THEME_HALF_LIFE_DAYS * 86400.0
+    return {k: w * 2.0 ** (-max(0.0, now - t) / half_life) for k, (w, t, _) in themes.items()}
 
 
 def topic_caps(state_dir: str | os.PathLike[str] | None, topic_counts: Mapping[str, int]) -> dict[str, int]:
@@ -26,7 +38,7 @@ def topic_caps(state_dir: str | os.PathLike[str] | None, topic_counts: Mapping[s
     Every topic keeps at least one record when it has any. `state_dir=None` is the current user's.
     """
     counts = {t: int(n) for t, n in topic_counts.items()}
-    path = (default_state_dir() if state_dir is None else Path(state_dir)) / state.STATE_FILE
+    path = (state.default_state_dir() if state_dir is None else Path(state_dir)) / state.STATE_FILE
     loaded, _ = state.load_or_fresh(path)  # a damaged state is moved aside (warned) and counts as empty
     weights = decayed_weights(loaded.themes)
     if not weights:
