@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+from jenova_fast._paths import UnsafePathError, user_component
 from jenova_fast.cpa.accelerator import CPA
 from jenova_fast.cpa.function_words import StopwordsError
 from jenova_fast.cpa.observe import ObserveError, ObserveReport
@@ -19,11 +20,19 @@ from jenova_fast.cpa.state import StateError
 from jenova_fast.prepare import StoreNotFoundError, insight_topics
 
 
+def _user(name: str) -> str:
+    try:
+        return user_component(name)
+    except UnsafePathError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", metavar="DIR",
                         help="CPA state directory (default: ~/.jenova-ai/users/<user>/.cpa_state)")
-    common.add_argument("--user", metavar="NAME", help="whose default state dir (default: the OS user)")
+    common.add_argument("--user", metavar="NAME", type=_user,
+                        help="whose default state dir (default: the OS user)")
     p = argparse.ArgumentParser(prog="jenova-fast cpa", description="Cognitive Process Accelerator.")
     sub = p.add_subparsers(dest="command", required=True)
     obs = sub.add_parser("observe", parents=[common], help="count the inputs into the state")
@@ -69,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `stats | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ObserveError, StateError, PlotUnavailable, StopwordsError) as exc:
+    except (ObserveError, StateError, PlotUnavailable, StopwordsError, UnsafePathError) as exc:
         print(f"jenova-fast cpa: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -19,6 +19,7 @@ import numba
 from numba.core import config as numba_config
 from numba.core.caching import NullCache
 
+from jenova_fast._paths import private_dir
 from jenova_fast.cpa import kernels
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,15 @@ def bind(state_dir: Path | None) -> None:
     root = None if state_dir is None else str(Path(state_dir) / CACHE_DIR)
     if root == _bound_root:
         return
+    if state_dir is not None:
+        # Numba loads its cache index with pickle: no other user may be able to write there.
+        private_dir(state_dir, "CPA state dir", "--state-dir")
+        private_dir(Path(state_dir) / CACHE_DIR, "Numba cache", "--state-dir")
     for name in kernels.SIGNATURES:
         dispatcher = getattr(kernels, name)
         if root is None:
             dispatcher._cache = NullCache()
         else:
-            os.makedirs(root, exist_ok=True)
             dispatcher._cache = _cache_for(root, dispatcher.py_func)
     _bound_root = root
 
@@ -113,8 +117,9 @@ def ensure(name: str, state_dir: Path | None):
 
 
 def _append_line(path: Path, line: str) -> None:
-    # one O_APPEND write per record: concurrent processes never interleave within a line
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    # one O_APPEND write per record: concurrent processes never interleave within a line. Never through a
+    # symlink (one planted there would have us append to whatever file it names); private, as the state is.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, (line + "\n").encode("utf-8"))
     finally:

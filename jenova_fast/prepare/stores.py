@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from jenova_fast._fs import default_user, jenova_home
+from jenova_fast._paths import user_component
 
 
 class StoreNotFoundError(FileNotFoundError):
@@ -37,7 +38,7 @@ def resolve_roots(
         if not roots:
             raise StoreNotFoundError(f"no insight stores under {home}; {hint}")
         return [_clean(p) for p in roots]
-    name = user or default_user()
+    name = user_component(user or default_user())  # never `..` or a path: one folder of users/
     candidates = [home / "users" / name / "insights", home / "insights" / name]
     if user is None:
         candidates.append(home / "insights")
