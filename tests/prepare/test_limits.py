@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import resource
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,16 @@ def _nest(root: Path, names: list[str], file_every: int | None = None) -> list[s
     return contents
 
 
+@pytest.fixture
+def deep_store(tmp_path: Path) -> Iterator[Path]:
+    """An empty store removed with rm -rf afterwards: pytest's own cleanup (shutil.rmtree) recurses once per
+    level and fails at 2,000 deep."""
+    store = tmp_path / "store"
+    store.mkdir()
+    yield store
+    subprocess.run(["rm", "-rf", "--", str(store)], check=True)
+
+
 def _records(path: Path) -> list[str]:
     """Each record's answer: the insight's content (after the reference's wording), or a history ai_message."""
     answers = [json.loads(line)["messages"][1]["content"] for line in path.read_text(encoding="utf-8").splitlines()]
@@ -68,9 +80,8 @@ def _open_file_limit(soft: int):
     return apply
 
 
-def test_directories_nested_2000_deep(impl, tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
+def test_directories_nested_2000_deep(impl, tmp_path, deep_store):
+    store = deep_store
     expected = _nest(store, ["d"] * 2000, file_every=500)
     proc, report = _prepare(store, tmp_path / "out.jsonl")
     assert proc.returncode == 0, proc.stderr
@@ -79,10 +90,9 @@ def test_directories_nested_2000_deep(impl, tmp_path):
 
 @pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 4096,
                     reason="needs a hard open-file limit of 4,096 or more")
-def test_2000_deep_under_the_common_soft_limit_of_1024_open_files(impl, tmp_path):
+def test_2000_deep_under_the_common_soft_limit_of_1024_open_files(impl, tmp_path, deep_store):
     """The walk holds a directory fd per level: the soft limit is raised to the hard one first."""
-    store = tmp_path / "store"
-    store.mkdir()
+    store = deep_store
     expected = _nest(store, ["d"] * 2000)
     proc, report = _prepare(store, tmp_path / "out.jsonl", preexec_fn=_open_file_limit(1024))
     assert proc.returncode == 0, proc.stderr
