@@ -14,11 +14,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from jenova_fast._fs import available_cores
-from jenova_fast._implementation import pure_requested
+from jenova_fast.prepare._impl import Pipeline, pipeline
 from jenova_fast.prepare.balance import TopicBalancer
 from jenova_fast.prepare.output import atomic_output, write_all
 from jenova_fast.prepare.records import FORMATS, SOURCES, Insight
@@ -77,22 +76,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], object]
-
-
-def implementation() -> tuple[ModuleType, str]:
-    """The pipeline in use: the native one unless JENOVA_FAST_PURE=1."""
-    if pure_requested():
-        from jenova_fast.prepare import _pipeline_py
-
-        return _pipeline_py, "pure"
-    try:
-        from jenova_fast.prepare import _pipeline
-    except ImportError as exc:
-        raise ImportError(
-            f"jenova_fast's native extension is not built ({exc}). Reinstall with `pip install .` on a "
-            "machine with g++, or set JENOVA_FAST_PURE=1 to use the pure-Python implementation."
-        ) from exc
-    return _pipeline, "native"
 
 
 def prepare(
@@ -157,7 +140,7 @@ def prepare(
         template = ModelText(template_from)
     if tokenizer is not None:
         counter = template if template is not None and os.fspath(tokenizer) == template.path else ModelText(tokenizer)
-    module, name = implementation()
+    module, name = pipeline()
     threads = max(1, threads or available_cores())
     report = PrepareReport(output=os.fspath(output), implementation=name, threads=threads)
     report.eval_output = os.fspath(eval_output) if eval_output else None
@@ -237,7 +220,7 @@ def iter_records(
     """The records `prepare()` would write, as dicts, streamed with bounded memory."""
     roots = resolve_roots(insights_dir, user=user, all_users=all_users)
     history = _check_history(include_history)
-    module, name = implementation()
+    module, name = pipeline()
     report = PrepareReport(output=None, implementation=name, threads=max(1, threads or available_cores()))
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
     cancelled = threading.Event()
@@ -307,7 +290,7 @@ class _Cancelled(Exception):
 
 
 def _collect(
-    module: ModuleType, roots: list[str], threads: int, max_file_bytes: int, follow_symlinks: bool
+    module: Pipeline, roots: list[str], threads: int, max_file_bytes: int, follow_symlinks: bool
 ) -> list[tuple[str, str, str]]:
     """A first pass: each valid insight's (path, timestamp or "", content), in output order."""
     fields: list[tuple[str, str, str]] = []
@@ -325,7 +308,7 @@ def _collect(
 
 
 def _balancer(
-    module: ModuleType,
+    module: Pipeline,
     roots: list[str],
     threads: int,
     max_file_bytes: int,
@@ -371,7 +354,7 @@ def _check_history(path: PathLike | None) -> Path | None:
 
 
 def _run(
-    module: ModuleType,
+    module: Pipeline,
     roots: list[str],
     history: Path | None,
     report: PrepareReport,
@@ -468,7 +451,7 @@ def _run(
 
 
 def _other_sources(
-    module: ModuleType,
+    module: Pipeline,
     roots: list[str],
     options: RecordOptions,
     report: PrepareReport,
@@ -506,7 +489,6 @@ __all__ = [
     "RecordOptions",
     "StoreNotFoundError",
     "eval_path",
-    "implementation",
     "insight_topics",
     "iter_insights",
     "iter_records",

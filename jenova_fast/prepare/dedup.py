@@ -19,11 +19,11 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 
 import numpy as np
 
-from jenova_fast._implementation import pure_requested
+from jenova_fast.prepare import minhash_py
+from jenova_fast.prepare._impl import minhash
 
 MODES = ("exact", "near")
 DEFAULT_THRESHOLD = 0.8
@@ -68,16 +68,6 @@ def choose_bands(threshold: float, num_perm: int) -> tuple[int, int]:
         if 1.0 - (1.0 - threshold**rows) ** bands >= RECALL_AT_THRESHOLD:
             return bands, rows
     return num_perm, 1
-
-
-def kernels() -> ModuleType:
-    if pure_requested():
-        from jenova_fast.prepare import minhash_py
-
-        return minhash_py
-    from jenova_fast.prepare import minhash
-
-    return minhash
 
 
 def find_duplicates(
@@ -126,9 +116,7 @@ def find_duplicates(
 
 
 def _near(result, encoded, reps, threshold, union, find, threads) -> None:  # type: ignore[no-untyped-def]
-    from jenova_fast.prepare import minhash_py
-
-    k = kernels()
+    k = minhash()
     if k is not minhash_py:
         import numba
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from jenova_fast.prepare._pipeline_py import loads
+from jenova_fast.prepare.pyjson import loads
 from jenova_fast.prepare.report import Skip, SkipReason
 
 # A history line longer than this is skipped (too_large) without being held in memory: prepare's

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jenova_fast.prepare import records
-from jenova_fast.prepare._pipeline_py import loads
+from jenova_fast.prepare.pyjson import loads
 from jenova_fast.prepare.records import SOURCES  # noqa: F401  (re-exported)
 from jenova_fast.prepare.report import Skip, SkipReason
 
