@@ -107,8 +107,15 @@ def _json_lines(path: Path, report: ObserveReport, what: str, fix: str,
             yield lineno, obj
 
 
-def read_history(path: Path, report: ObserveReport) -> tuple[list[str], list[float | None]]:
-    """User messages (and their timestamps) of a conversation log."""
+# Queries per batch of iter_history: a history of any size is counted in memory bounded by this.
+HISTORY_BATCH = 65536
+
+
+def iter_history(path: Path, report: ObserveReport,
+                 batch: int | None = None) -> Iterator[tuple[list[str], list[float | None]]]:
+    """User messages (and their timestamps) of a conversation log, `batch` (default HISTORY_BATCH) at a
+    time, in file order."""
+    batch = batch or HISTORY_BATCH
     texts: list[str] = []
     times: list[float | None] = []
     fix = "pass a JSONL file whose lines carry user_message"
@@ -119,6 +126,20 @@ def read_history(path: Path, report: ObserveReport) -> tuple[list[str], list[flo
             continue
         texts.append(msg)
         times.append(parse_time(obj.get("timestamp", obj.get("ts"))))
+        if len(texts) >= batch:
+            yield texts, times
+            texts, times = [], []
+    if texts:
+        yield texts, times
+
+
+def read_history(path: Path, report: ObserveReport) -> tuple[list[str], list[float | None]]:
+    """User messages (and their timestamps) of a conversation log, all at once (iter_history: in batches)."""
+    texts: list[str] = []
+    times: list[float | None] = []
+    for batch_texts, batch_times in iter_history(path, report):
+        texts += batch_texts
+        times += batch_times
     return texts, times
 
 

@@ -56,3 +56,33 @@ def test_line_numbers_after_a_long_line(tmp_path, caplog):
     read_history(history, ObserveReport("query", str(history)))
     assert f"{history}:2: skipped (line too long)" in caplog.text
     assert f"{history}:3: skipped (invalid JSON)" in caplog.text
+
+
+def test_history_in_batches_counts_as_one_call(cpa_impl, tmp_path, monkeypatch):
+    """`observe --history` counts a file HISTORY_BATCH queries at a time (a 1 GB history held 900 MB): the
+    state after 7-query batches is the state after one batch, sessions and themes included."""
+    from jenova_fast.cpa import observe
+    from jenova_fast.cpa.accelerator import CPA
+
+    lines = []
+    for i in range(120):
+        entry = {"user_message": f"how do I water tomatoes {i % 9} in week {i // 10}", "ai_message": "so"}
+        if i % 5:  # undated ones too, the first among them; gaps of a day every 13 queries: new sessions
+            entry["timestamp"] = 1_700_000_000 + i * 60 + (i // 13) * 86_400
+        lines.append(json.dumps(entry))
+    history = tmp_path / "h.jsonl"
+    history.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stats = []
+    for name, batch in (("one", observe.HISTORY_BATCH), ("many", 7)):
+        monkeypatch.setattr(observe, "HISTORY_BATCH", batch)
+        cpa = CPA(tmp_path / name)
+        cpa.observe_topics([("tomatoes", 1_700_000_000.0)], when=1_700_000_000.0)
+        assert cpa.observe_history(history).observed == 120
+        stats.append(cpa.stats(top=50))
+    for s in stats:
+        s.pop("compilation", None)
+        s.pop("state_dir")
+        for theme in s["themes"]:
+            theme.pop("last_seen")  # an undated query's mention is at the time it is counted: its decay too
+            theme["weight"] = round(theme["weight"], 3)
+    assert stats[0] == stats[1]
