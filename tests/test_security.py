@@ -201,3 +201,22 @@ def test_outputs_replace_a_planted_symlink_and_never_write_through_it(tmp_path):
     assert not (models / "jenova.gguf").is_symlink()
     assert not (models / "jenova.prev.gguf").is_symlink()
     assert (models / "jenova.prev.gguf").read_bytes() == b"GGUF model 0"
+
+
+def test_a_hostile_chat_template_is_a_one_line_error(tmp_path):
+    """--format text renders the chat template a GGUF carries: data from a downloaded file. llama-cpp-python
+    renders it in Jinja's sandbox (>= 0.2.72, CVE-2024-34359), which refuses `__class__`; the refusal was a
+    SecurityError traceback, now one line naming the model, exit 2, no output."""
+    pytest.importorskip("llama_cpp", reason="the finetune extra (llama-cpp-python) is not installed")
+    from jenova_fast.finetune.tiny_model import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "evil.gguf", chat_template=(
+        "{% for m in messages %}{{ m.content.__class__.__mro__[1].__subclasses__() }}{% endfor %}"))
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "a.json").write_text(json.dumps({"content": "c"}), encoding="utf-8")
+    proc = run_cli("prepare", "--insights-dir", store, "--output", tmp_path / "o.jsonl", "--format", "text",
+                   "--template-from", model)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "SecurityError" in proc.stderr and str(model) in proc.stderr
+    assert not (tmp_path / "o.jsonl").exists()

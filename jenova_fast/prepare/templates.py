@@ -35,6 +35,7 @@ class ModelText:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         llama_cpp = _llama_cpp()
+        import jinja2
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.path = os.fspath(path)
@@ -49,7 +50,18 @@ class ModelText:
         if self.template:
             bos = self._llm.detokenize([self._llm.token_bos()], special=True).decode("utf-8", "replace")
             eos = self._llm.detokenize([self._llm.token_eos()], special=True).decode("utf-8", "replace")
-            self._render = Jinja2ChatFormatter(self.template, eos, bos, add_generation_prompt=False)
+            try:
+                self._render = Jinja2ChatFormatter(self.template, eos, bos, add_generation_prompt=False)
+            except jinja2.TemplateError as exc:
+                raise self._broken(exc) from exc
+
+    def _broken(self, exc: Exception) -> TemplateError:
+        """A template from a model file is data: one that fails (a syntax error, or an attribute the Jinja
+        sandbox refuses, as `__class__`) is an error naming the model, not a traceback."""
+        return TemplateError(
+            f"{self.path}: its tokenizer.chat_template cannot be rendered ({type(exc).__name__}: {exc}); use "
+            "the instruction-tuned model's own GGUF, or a structured --format (messages, sharegpt, ...)"
+        )
 
     def render(self, messages: list[dict[str, str]]) -> str:
         if self._render is None:
@@ -57,7 +69,12 @@ class ModelText:
                 f"{self.path} carries no tokenizer.chat_template, so --format text cannot render with it; "
                 "use the instruction-tuned model's GGUF, or a structured --format (messages, sharegpt, ...)"
             )
-        return str(self._render(messages=messages).prompt)
+        import jinja2  # loaded with the renderer
+
+        try:
+            return str(self._render(messages=messages).prompt)
+        except jinja2.TemplateError as exc:
+            raise self._broken(exc) from exc
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text`, special tokens parsed (an end-of-turn marker is one token, as in training)."""
