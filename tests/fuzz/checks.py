@@ -229,13 +229,20 @@ def check_escape(text: str) -> None:
 # --- history: prepare's pair reader and writers, the CPA's user_message reader ---
 
 
-def oracle_history_pairs(data: bytes, name: str) -> list[Any]:
-    """What iter_history_pairs must give: lines split on \\n, blank lines (ASCII whitespace) not entries."""
+def oracle_history_pairs(data: bytes, name: str, max_line_bytes: int) -> list[Any]:
+    """What iter_history_pairs must give: lines split on \\n, one longer than `max_line_bytes` (its newline
+    not counted) too_large, blank lines (ASCII whitespace) not entries."""
     out: list[Any] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    lines = data.split(b"\n")
+    if lines[-1] == b"":  # the file ends with a newline: no line after it
+        lines.pop()
+    for number, raw in enumerate(lines, start=1):
+        where = f"{name}:{number}"
+        if len(raw) > max_line_bytes:
+            out.append((where, SkipReason.TOO_LARGE))
+            continue
         if not raw.strip():
             continue
-        where = f"{name}:{number}"
         try:
             obj = oracle_loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
@@ -291,8 +298,10 @@ def check_history(data: bytes, directory: Path) -> None:
 
     path = directory / "history.jsonl"
     path.write_bytes(data)
-    got = [(s.path, s.reason) if isinstance(s, Skip) else s for s in iter_history_pairs(path)]
-    assert got == oracle_history_pairs(data, str(path)), got
+    crc = zlib.crc32(data)
+    max_line_bytes = crc % 97 if crc & 0x80 else 1 << 20  # small limits: where the line reader cuts
+    got = [(s.path, s.reason) if isinstance(s, Skip) else s for s in iter_history_pairs(path, max_line_bytes)]
+    assert got == oracle_history_pairs(data, str(path), max_line_bytes), (max_line_bytes, got)
     fmt, metadata = writer_options(data)
     for item in got:
         if len(item) == 2:
