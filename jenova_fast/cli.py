@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "cpa": ("jenova_fast.cpa.cli", "main", "Cognitive Process Accelerator: observe, stats, reset"),
     "finetune": ("jenova_fast.finetune.cli", "main", "fine-tune a GGUF model on train.jsonl with llama.cpp"),
     "install-model": ("jenova_fast.finetune.cli", "install_model_main", "install or roll back models/jenova.gguf"),
+    "fleet": ("jenova_fast.fleet.cli", "main", "prepare, observe, fine-tune and install every user's model on Dask"),
 }
 
 
