@@ -13,7 +13,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def fuzz(kind: str, test_one_input: Callable[[bytes], None], *, dictionary: bool = True) -> None:
+def fuzz(
+    kind: str,
+    test_one_input: Callable[[bytes], None],
+    *,
+    dictionary: bool = True,
+    mutator: Callable[[bytes, int, int, Callable[[bytes, int], bytes]], bytes] | None = None,
+) -> None:
     """Run libFuzzer over `test_one_input`. Without a corpus directory on the command line, new inputs go
     to a fresh directory under /tmp and the seeds in tests/fuzz/corpus/<kind> are read (never written)."""
     import atheris
@@ -32,5 +38,13 @@ def fuzz(kind: str, test_one_input: Callable[[bytes], None], *, dictionary: bool
         atheris.instrument_func(json.decoder.py_scanstring)
         atheris.instrument_func(json.decoder.JSONObject)
         atheris.instrument_func(json.decoder.JSONArray)
-    atheris.Setup(argv, test_one_input)
+    if mutator is None:
+        atheris.Setup(argv, test_one_input)
+    else:
+        structured = mutator
+
+        def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+            return structured(data, max_size, seed, atheris.Mutate)
+
+        atheris.Setup(argv, test_one_input, custom_mutator=custom_mutator)
     atheris.Fuzz()

@@ -22,5 +22,6 @@ def test_one_input(data: bytes) -> None:
 
 if __name__ == "__main__":
     from tests.fuzz.harness import fuzz
+    from tests.fuzz.mutate import custom_line_mutator
 
-    fuzz("history", test_one_input)
+    fuzz("history", test_one_input, mutator=custom_line_mutator)
