@@ -24,7 +24,7 @@ enum Kind : int {
   FILE_ITEM = 0,    // read and parse
   SKIP_SEEN = 1,    // counted as a seen insight file, then skipped (not a regular file)
   SKIP_UNSEEN = 2,  // skipped before it counts as a file (symlinks, unreadable directories)
-  IGNORED = 3,      // concerns.json: a known non-insight
+  IGNORED = 3,      // a known non-insight (Options::ignored_names: concerns.json)
 };
 
 bool ends_with_json(const std::string &name) {
@@ -198,14 +198,13 @@ void Pipeline::wait_for_fds() {
     cv_walker_.wait_for(lock, std::chrono::milliseconds(5));
 }
 
-namespace {
-
 struct Entry {
   std::string name;
   unsigned char type;  // d_type: lets most entries skip a stat call
   bool operator<(const Entry &other) const { return name < other.name; }
 };
 
+// One directory of the walk's stack: its entries, sorted, and the next to visit.
 struct Level {
   std::shared_ptr<Dir> dir;
   std::vector<Entry> names;
@@ -213,6 +212,8 @@ struct Level {
   dev_t dev;
   ino_t ino;
 };
+
+namespace {
 
 // Sorted names of a directory, hidden ones left out (the reference's glob never sees them).
 bool list_sorted(int fd, std::vector<Entry> &names) {
@@ -232,36 +233,87 @@ bool list_sorted(int fd, std::vector<Entry> &names) {
   return true;
 }
 
+// What a directory entry is: the mode to visit it as (its target's, through a symlink that is followed),
+// or why it is skipped. Names that are not .json are skipped without a report unless they lead to a
+// directory.
+struct EntryKind {
+  mode_t mode = 0;
+  bool follow = false;
+  int skip = -1;        // a Reason when the entry is skipped
+  bool report = false;  // the skip is reported
+};
+
+EntryKind skipped(int reason, bool report) {
+  EntryKind kind;
+  kind.skip = reason;
+  kind.report = report;
+  return kind;
+}
+
+EntryKind classify(int dir_fd, const std::string &name, unsigned char type, bool is_json, bool follow_symlinks,
+                   const std::vector<Level> &stack) {
+  EntryKind kind;
+  if (type == DT_REG) {
+    kind.mode = S_IFREG;
+  } else if (type == DT_DIR) {
+    kind.mode = S_IFDIR;
+  } else if (type == DT_LNK) {
+    kind.mode = S_IFLNK;
+  } else {
+    struct stat st;
+    if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return skipped(errno_reason(errno), is_json);
+    kind.mode = st.st_mode;
+  }
+  if (!S_ISLNK(kind.mode)) return kind;
+  struct stat target;
+  bool ok = fstatat(dir_fd, name.c_str(), &target, 0) == 0;
+  int err = errno;
+  if (!follow_symlinks) return skipped(SYMLINK, is_json || (ok && S_ISDIR(target.st_mode)));
+  if (!ok) return skipped(errno_reason(err), is_json);
+  if (S_ISDIR(target.st_mode)) {
+    for (const Level &a : stack) {
+      if (a.dev == target.st_dev && a.ino == target.st_ino) return skipped(SYMLINK_LOOP, true);
+    }
+  }
+  kind.mode = target.st_mode;
+  kind.follow = true;
+  return kind;
+}
+
 }  // namespace
 
+// Opens a directory of the walk and lists it onto `stack`; a directory that cannot be opened or listed is
+// reported as a skip of `parent`'s entry.
+bool Pipeline::open_level(std::vector<Level> &stack, int parent_fd, const std::string &name, std::string path,
+                          size_t root_len, bool follow, const std::shared_ptr<Dir> &parent) {
+  if (open_dirs_.load() >= dir_budget_) wait_for_fds();
+  int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
+  int fd = openat(parent_fd, name.c_str(), flags);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    int err = errno;
+    if (fd >= 0) close(fd);
+    emit(parent, name, SKIP_UNSEEN, errno_reason(err));
+    return false;
+  }
+  Level level;
+  level.dir = std::make_shared<Dir>(fd, std::move(path), root_len, &open_dirs_);
+  level.dev = st.st_dev;
+  level.ino = st.st_ino;
+  if (!list_sorted(fd, level.names)) {
+    emit(parent, name, SKIP_UNSEEN, errno_reason(errno));
+    return false;
+  }
+  stack.push_back(std::move(level));
+  return true;
+}
+
+// Depth first, names sorted: the order the reference's sorted glob gives, so records come out in it.
 void Pipeline::walk_root(const std::string &root) {
   std::vector<Level> stack;
-  auto open_dir = [&](int parent_fd, const std::string &name, const std::string &path, bool follow,
-                      const std::shared_ptr<Dir> &parent) -> bool {
-    if (open_dirs_.load() >= dir_budget_) wait_for_fds();
-    int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
-    int fd = openat(parent_fd, name.c_str(), flags);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-      int err = errno;
-      if (fd >= 0) close(fd);
-      emit(parent, name, SKIP_UNSEEN, errno_reason(err));
-      return false;
-    }
-    Level level;
-    level.dir = std::make_shared<Dir>(fd, path, root.size(), &open_dirs_);
-    level.dev = st.st_dev;
-    level.ino = st.st_ino;
-    if (!list_sorted(fd, level.names)) {
-      emit(parent, name, SKIP_UNSEEN, errno_reason(errno));
-      return false;
-    }
-    stack.push_back(std::move(level));
-    return true;
-  };
   // The root is reported by its own path: its parent is a pseudo-directory whose path is empty.
   auto top = std::make_shared<Dir>(-1, std::string(), 0);
-  if (!open_dir(AT_FDCWD, root, root, true, top)) return;
+  if (!open_level(stack, AT_FDCWD, root, root, root.size(), true, top)) return;
   while (!stack.empty()) {
     if (cancelled_.load(std::memory_order_relaxed)) return;
     Level &level = stack.back();
@@ -273,51 +325,15 @@ void Pipeline::walk_root(const std::string &root) {
     std::string name = std::move(entry.name);
     std::shared_ptr<Dir> dir = level.dir;
     const bool is_json = ends_with_json(name);
-    mode_t mode;
-    if (entry.type == DT_REG) {
-      mode = S_IFREG;
-    } else if (entry.type == DT_DIR) {
-      mode = S_IFDIR;
-    } else if (entry.type == DT_LNK) {
-      mode = S_IFLNK;
-    } else {
-      struct stat st;
-      if (fstatat(dir->fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        if (is_json) emit(dir, name, SKIP_UNSEEN, errno_reason(errno));
-        continue;
-      }
-      mode = st.st_mode;
-    }
-    bool follow = false;
-    if (S_ISLNK(mode)) {
-      struct stat target;
-      bool ok = fstatat(dir->fd, name.c_str(), &target, 0) == 0;
-      int err = errno;
-      if (!opt_.follow_symlinks) {
-        if (is_json || (ok && S_ISDIR(target.st_mode))) emit(dir, name, SKIP_UNSEEN, SYMLINK);
-        continue;
-      }
-      if (!ok) {
-        if (is_json) emit(dir, name, SKIP_UNSEEN, errno_reason(err));
-        continue;
-      }
-      if (S_ISDIR(target.st_mode)) {
-        bool loop = false;
-        for (const Level &a : stack) loop = loop || (a.dev == target.st_dev && a.ino == target.st_ino);
-        if (loop) {
-          emit(dir, name, SKIP_UNSEEN, SYMLINK_LOOP);
-          continue;
-        }
-      }
-      mode = target.st_mode;
-      follow = true;
-    }
-    if (S_ISDIR(mode)) {
-      open_dir(dir->fd, name, dir->path + "/" + name, follow, dir);
+    const EntryKind kind = classify(dir->fd, name, entry.type, is_json, opt_.follow_symlinks, stack);
+    if (kind.skip >= 0) {
+      if (kind.report) emit(dir, name, SKIP_UNSEEN, kind.skip);
+    } else if (S_ISDIR(kind.mode)) {
+      open_level(stack, dir->fd, name, dir->path + "/" + name, root.size(), kind.follow, dir);
     } else if (is_json) {
-      if (name == "concerns.json") {
+      if (opt_.ignored_names.count(name)) {
         emit(dir, name, IGNORED, 0);
-      } else if (!S_ISREG(mode)) {
+      } else if (!S_ISREG(kind.mode)) {
         emit(dir, name, SKIP_SEEN, NOT_REGULAR);
       } else {
         emit(dir, name, FILE_ITEM, 0);
@@ -345,7 +361,7 @@ void Pipeline::walk() {
 // ---- count (for the progress bar's ETA) ---------------------------------------------------------
 
 int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
-                    const std::function<bool()> &stop) {
+                    const std::unordered_set<std::string> &ignored_names, const std::function<bool()> &stop) {
   // One directory open at a time, the ones still to visit kept as paths: this runs beside the walk, whose
   // fds it must not compete with. A path longer than PATH_MAX is not counted (the total is an estimate).
   int64_t total = 0;
@@ -375,7 +391,7 @@ int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
         stack.push_back(path + "/" + e->d_name);
       } else {
         size_t n = strlen(e->d_name);
-        if (n >= 5 && memcmp(e->d_name + n - 5, ".json", 5) == 0 && strcmp(e->d_name, "concerns.json") != 0) total++;
+        if (n >= 5 && memcmp(e->d_name + n - 5, ".json", 5) == 0 && !ignored_names.count(e->d_name)) total++;
       }
     }
     closedir(d);
@@ -384,7 +400,8 @@ int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
 }
 
 void Pipeline::count() {
-  files_total.store(count_files(opt_.roots, opt_.follow_symlinks, [this] { return cancelled_.load(); }));
+  files_total.store(
+      count_files(opt_.roots, opt_.follow_symlinks, opt_.ignored_names, [this] { return cancelled_.load(); }));
 }
 
 // ---- read + parse --------------------------------------------------------------------------------

@@ -24,20 +24,23 @@
 
 namespace jf {
 
-// Same order as jenova_fast.prepare.report.SkipReason.
+// Why an input is skipped: the members of jenova_fast.prepare.report.SkipReason, in its order (the
+// extension compares REASON_NAMES with it when it loads, and refuses to load if they differ).
+#define JF_REASONS(X) \
+  X(EMPTY_FILE) X(TOO_LARGE) X(INVALID_UTF8) X(INVALID_JSON) X(NOT_OBJECT) X(NO_CONTENT) X(WRONG_TYPE) \
+  X(UNREADABLE) X(VANISHED) X(NOT_REGULAR) X(SYMLINK) X(SYMLINK_LOOP)
+
 enum Reason : int {
-  EMPTY_FILE = 0,
-  TOO_LARGE,
-  INVALID_UTF8,
-  INVALID_JSON,
-  NOT_OBJECT,
-  NO_CONTENT,
-  WRONG_TYPE,
-  UNREADABLE,
-  VANISHED,
-  NOT_REGULAR,
-  SYMLINK,
-  SYMLINK_LOOP,
+#define JF_ENUM(name) name,
+  JF_REASONS(JF_ENUM)
+#undef JF_ENUM
+  N_REASONS
+};
+
+inline constexpr const char *REASON_NAMES[] = {
+#define JF_NAME(name) #name,
+    JF_REASONS(JF_NAME)
+#undef JF_NAME
 };
 
 // One insight's fields, views into the parser that read it (and the walker's path). Strings are UTF-8,
@@ -98,6 +101,7 @@ struct Options {
   std::vector<std::string> roots;
   uint64_t max_bytes = 16u << 20;
   bool follow_symlinks = false;
+  std::unordered_set<std::string> ignored_names;  // known non-insight .json names (records.NOT_INSIGHTS)
   int threads = 1;
   bool count_total = false;
   bool collect_topics = false;
@@ -132,7 +136,7 @@ class InsightParser {
 
 // How many insight files a walk will meet (names only, nothing read): the progress bar's total.
 int64_t count_files(const std::vector<std::string> &roots, bool follow_symlinks,
-                    const std::function<bool()> &stop);
+                    const std::unordered_set<std::string> &ignored_names, const std::function<bool()> &stop);
 
 // Appends chunks to a file descriptor: retries short writes, and starts writeback of every finished
 // 8 MiB so the closing fsync has little left to wait for. write() returns 0 or an errno.
@@ -145,6 +149,8 @@ class Output {
   int fd_;
   uint64_t written_ = 0, flushed_ = 0;
 };
+
+struct Level;
 
 class Pipeline {
  public:
@@ -168,6 +174,8 @@ class Pipeline {
   void work();
   void count();
   void walk_root(const std::string &root);
+  bool open_level(std::vector<Level> &stack, int parent_fd, const std::string &name, std::string path,
+                  size_t root_len, bool follow, const std::shared_ptr<Dir> &parent);
   void emit(const std::shared_ptr<Dir> &dir, const std::string &name, int kind, int reason);
   void flush_batch();
   void fail(const std::string &message);

@@ -1,6 +1,5 @@
-"""The one switch between native kernels and their pure-Python twins.
+"""`JENOVA_FAST_PURE=1` forces the pure twins everywhere; each package's `_impl.py` asks here.
 
-`JENOVA_FAST_PURE=1` forces the pure twins everywhere (prepare's reader/writer, the CPA counters).
 Without it the native code is required: a missing extension is an error, never a silent fallback.
 """
 

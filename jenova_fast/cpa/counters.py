@@ -1,4 +1,5 @@
-"""Bounded counters (count-min sketch + top-k heavy hitters) and the switch between kernels and twins."""
+"""Bounded counters: a count-min sketch and top-k heavy hitters with document frequencies, as arrays that
+the Numba kernels and their pure twins both update (counting.py, counting_py.py)."""
 
 from __future__ import annotations
 

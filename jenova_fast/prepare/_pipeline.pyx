@@ -13,8 +13,14 @@ from libcpp.vector cimport vector
 
 from jenova_fast.prepare._jsonl cimport Parts, append_insight_record, escape_surrogates
 from jenova_fast.prepare._jsonl import format_chat, format_insight  # noqa: F401  (re-exported)
-from jenova_fast.prepare.records import FORMATS, MAX_DEPTH
+from jenova_fast.prepare.records import FORMATS, MAX_DEPTH, NOT_INSIGHTS
 from jenova_fast.prepare.report import REASONS, ScanStats, Skip
+
+# csrc/pipeline.h's Reason and report.SkipReason are one list: refuse to load if they ever differ.
+_native_reasons = [REASON_NAMES[i].decode() for i in range(N_REASONS)]
+if _native_reasons != [reason.name for reason in REASONS[:N_REASONS]]:
+    raise ImportError(f"csrc/pipeline.h's Reason {_native_reasons} differs from jenova_fast.prepare.report."
+                      f"SkipReason {[r.name for r in REASONS]}: make them the same list, then rebuild")
 
 
 cdef void _format(string* out, const Fields& f, int fmt, cbool metadata) noexcept nogil:
@@ -28,82 +34,6 @@ cdef void _format(string* out, const Fields& f, int fmt, cbool metadata) noexcep
     r.timestamp.data, r.timestamp.size = f.timestamp.data(), f.timestamp.size()
     r.has_timestamp = f.has_timestamp
     append_insight_record(out, &r, fmt, metadata)
-
-
-cdef extern from * nogil:
-    """
-    #include <functional>
-    static std::function<bool()> jf_never_stop() { return [] { return false; }; }
-    """
-    cdef cppclass stop_fn "std::function<bool()>":
-        pass
-    stop_fn jf_never_stop()
-
-
-cdef extern from "pipeline.h" namespace "jf" nogil:
-    cdef cppclass Fields:
-        string_view topic, content, user, cortex_id, timestamp, path
-        cbool has_cortex_id, has_timestamp, lone_surrogates
-
-    ctypedef void (*format_fn)(string* out, const Fields& fields, int fmt, cbool metadata) noexcept nogil
-    ctypedef void (*escape_fn)(string* out, size_t start) noexcept nogil
-
-    cdef cppclass CSkip "jf::Skip":
-        string path
-        int reason
-
-    cdef cppclass Chunk:
-        string data
-        string eval_data
-        vector[CSkip] skips
-        vector[string] topics
-        vector[string] fields
-        uint64_t files, bytes, records, eval_records, ignored, dropped
-
-    cdef cppclass Options:
-        vector[string] roots
-        uint64_t max_bytes
-        cbool follow_symlinks
-        int threads
-        cbool count_total
-        cbool collect_topics
-        size_t max_depth
-        format_fn format
-        escape_fn escape_surrogates
-        int output_format
-        cbool metadata
-        double eval_fraction
-        cbool collect_fields
-        unordered_set[string] drop
-
-    cdef cppclass atomic_u64 "std::atomic<uint64_t>":
-        uint64_t load()
-
-    cdef cppclass atomic_i64 "std::atomic<int64_t>":
-        int64_t load()
-
-    cdef cppclass InsightParser:
-        InsightParser(size_t max_depth) except +
-        int parse(const char* data, size_t length, Fields& out)
-
-    cbool c_held_out "jf::held_out"(string_view identity, double fraction)
-
-    int64_t c_count_files "jf::count_files"(const vector[string]& roots, cbool follow_symlinks, const stop_fn& stop) except +
-
-    cdef cppclass Output:
-        Output()
-        Output(int fd)
-        int write(const char* data, size_t length)
-
-    cdef cppclass Pipeline:
-        Pipeline(Options) except +
-        void start() except +
-        int next(Chunk& out, int timeout_ms)
-        void cancel()
-        const string& error()
-        atomic_u64 files_done
-        atomic_u64 bytes_done
-        atomic_i64 files_total
 
 
 def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, progress, count_total=False,
@@ -120,6 +50,8 @@ def run(list roots, *, max_bytes, follow_symlinks, threads, write, on_skip, prog
         opt.roots.push_back(str(root).encode("utf-8", "surrogateescape"))
     opt.max_bytes = max_bytes
     opt.follow_symlinks = follow_symlinks
+    for name in NOT_INSIGHTS:
+        opt.ignored_names.insert(name.encode("utf-8"))
     opt.threads = threads
     opt.count_total = count_total
     opt.collect_topics = topics is not None
@@ -218,6 +150,9 @@ def count_files(list roots, bint follow_symlinks):
         c_roots.push_back(str(root).encode("utf-8", "surrogateescape"))
     cdef cbool follow = follow_symlinks
     cdef stop_fn never = jf_never_stop()
+    cdef unordered_set[string] ignored
+    for name in NOT_INSIGHTS:
+        ignored.insert(name.encode("utf-8"))
     with nogil:
-        total = c_count_files(c_roots, follow, never)
+        total = c_count_files(c_roots, follow, ignored, never)
     return total

@@ -16,10 +16,9 @@ from collections.abc import Callable, Collection, Iterator
 from jenova_fast.prepare._jsonl_py import format_chat, format_insight
 from jenova_fast.prepare.output import write_all
 from jenova_fast.prepare.pyjson import loads
-from jenova_fast.prepare.records import DEFAULT_TOPIC, DEFAULT_USER, Insight
+from jenova_fast.prepare.records import DEFAULT_TOPIC, DEFAULT_USER, NOT_INSIGHTS, Insight
 from jenova_fast.prepare.report import ScanStats, Skip, SkipReason
 
-NOT_INSIGHTS = frozenset({"concerns.json"})
 _BOM = b"\xef\xbb\xbf"
 _MASK64 = (1 << 64) - 1
 

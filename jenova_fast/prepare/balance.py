@@ -1,5 +1,5 @@
-"""`--balance-topics`: cap each topic's share of the training set with the CPA's theme weights, so the
-fine-tune follows what the user actually talks about rather than one runaway topic."""
+"""`--balance-topics`: cap each topic's share of the training set (the caps come from a callable: the CLI
+passes the CPA's), so the fine-tune follows what the user talks about rather than one runaway topic."""
 
 from __future__ import annotations
 

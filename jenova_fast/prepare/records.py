@@ -10,6 +10,7 @@ from typing import Any
 DEFAULT_TOPIC = "general"
 DEFAULT_USER = "user"
 MAX_DEPTH = 512  # nesting allowed in an input document; the native parser is configured the same
+NOT_INSIGHTS = frozenset({"concerns.json"})  # .json names in a store that are known not to be insights
 INT_MAX_DIGITS = 4300  # Python's default int() digit limit: a longer JSON integer fails json.loads
 
 
