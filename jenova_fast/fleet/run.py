@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 StateCallback = Callable[[str, str, dict[str, Any]], object]
 STAGES = ("prepare", "observe", "finetune", "install")
+PRIORITY = {"install": 30, "prepare": 20, "observe": 10, "finetune": 0}  # Dask runs higher first
 
 
 def _key(stage: str, index: int, user: str, token: str) -> str:
@@ -112,12 +113,16 @@ def run_fleet(client: Client, root: str | Path, users: list[str], options: Fleet
                 outcomes[user] = UserOutcome(user, "skipped", fingerprint=current.digest, store_files=current.files)
                 tell(user, "skipped", {"outcome": outcomes[user]})
                 continue
-            prepared = client.submit(chain.prepare_user, paths, options, base, token,
+            # the light tasks first whenever a worker has a free thread: an install does not wait behind the
+            # next user's training, and the trainers never wait for a prepare
+            prepared = client.submit(chain.prepare_user, paths, options, base, token, priority=PRIORITY["prepare"],
                                      key=_key("prepare", index, user, token))
-            observed = client.submit(chain.observe_user, paths, key=_key("observe", index, user, token))
-            trained = client.submit(chain.finetune_user, paths, options, prepared, observed,
-                                    resources={TRAINER: 1}, key=_key("finetune", index, user, token))
-            installed = client.submit(chain.install_user, paths, trained, key=_key("install", index, user, token))
+            observed = client.submit(chain.observe_user, paths, priority=PRIORITY["observe"],
+                                     key=_key("observe", index, user, token))
+            trained = client.submit(chain.finetune_user, paths, options, prepared, observed, resources={TRAINER: 1},
+                                    priority=PRIORITY["finetune"], key=_key("finetune", index, user, token))
+            installed = client.submit(chain.install_user, paths, trained, priority=PRIORITY["install"],
+                                      key=_key("install", index, user, token))
             with lock:
                 chains[user] = {"prepare": prepared, "observe": observed, "finetune": trained, "install": installed}
             tell(user, "queued", {})
