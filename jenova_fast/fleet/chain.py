@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -219,22 +219,12 @@ def _ledger(observed: Iterable[str], pending: dict[str, Any] | None = None) -> d
     return {"schema": FLEET_SCHEMA, "observed": sorted(observed, key=os.fsencode), "pending": pending}
 
 
-def _insight_time() -> Callable[[str], float]:
-    """When an insight was written, as `cpa observe --insights` dates it (its file name, else its mtime)."""
-    try:
-        from jenova_fast.prepare.stores import insight_time  # type: ignore[attr-defined]
-    except ImportError:  # where it lived before prepare took over reading stores for the CPA
-        from jenova_fast.cpa.observe import insight_time  # type: ignore[attr-defined,no-redef]
-    return insight_time  # type: ignore[no-any-return]
-
-
 def observe_user(paths: UserPaths) -> Observed:
     """Each insight's topic, once, into the user's CPA state (`.cpa_state`), as `cpa observe --insights` counts
     it: a theme mention at the time the insight was written."""
     from jenova_fast.cpa import CPA
     from jenova_fast.prepare import iter_insights
-
-    insight_time = _insight_time()
+    from jenova_fast.prepare.stores import insight_time  # how `cpa observe --insights` dates an insight
 
     emit(paths.user, "observing")
     start = time.perf_counter()

@@ -127,9 +127,17 @@ def _run(args: argparse.Namespace, root: Path, users: list[str], options: FleetO
             print(f"fleet: error: {outcome.line()}", file=sys.stderr)
         elif status.live and not args.quiet:  # elsewhere the status lines said it as it happened
             print(f"fleet: {outcome.line()}", file=sys.stderr)
+    written = ""
     if args.report is not None:
-        report.write(args.report)
-    print(f"fleet: {report.summary()}" + (f"; report {args.report}" if args.report else ""))
+        try:
+            report.write(args.report)
+            written = f"; report {args.report}"
+        except OSError as exc:
+            print(f"fleet: error: cannot write the report {args.report}: {exc.strerror or exc}; the models are "
+                  "installed; choose a writable --report next time", file=sys.stderr)
+            print(f"fleet: {report.summary()}")
+            return 2
+    print(f"fleet: {report.summary()}{written}")
     return 1 if report.failed else 0
 
 

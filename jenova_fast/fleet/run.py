@@ -7,6 +7,7 @@ raises fails its user's chain alone, and the other users go on.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -76,7 +77,8 @@ def run_fleet(client: Client, root: str | Path, users: list[str], options: Fleet
     through chain.STATES (from Dask's event thread as well as this one)."""
     from distributed import as_completed, wait
 
-    root = Path(root)
+    root = Path(root).absolute()  # the workers may run elsewhere, in another folder
+    options = dataclasses.replace(options, base=Path(options.base).absolute())
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     workers = wait_for_trainers(client)
     base = base_identity(Path(options.base))
