@@ -30,3 +30,10 @@ def test_the_top_level_api_loads_prepare_on_first_use():
             "except jenova_fast.prepare.StoreNotFoundError as e: print(e)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.startswith("insight store no-such-store does not exist")
+
+
+def test_prepare_starts_without_numpy():
+    """A whole prepare run can take under a second: its start-up must not pay for numpy (or Numba)."""
+    code = "import sys, jenova_fast.prepare.cli; print('numpy' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from jenova_fast import _fs
 from jenova_fast.finetune.errors import FinetuneError
+from jenova_fast.finetune.runtime import llama_cpp_module, load_model
 from jenova_fast.finetune.validate import inspect_model
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,6 @@ def prev_path(target: Path) -> Path:
 
 def validate_model_file(path: str | os.PathLike[str]) -> None:
     """A readable GGUF with tensors that llama.cpp itself loads; anything else raises FinetuneError."""
-    from jenova_fast.finetune.runtime import llama_cpp_module, load_model
-
     llama_cpp_module()  # without the extra: the error that names `pip install 'jenova-fast[finetune]'`
     info = inspect_model(path)
     if info.types.n_tensors == 0:

@@ -22,6 +22,8 @@ import numpy as np
 
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.metadata import open_reader, rewrite_gguf
+from jenova_fast.finetune.runtime import library_dir
+from jenova_fast.finetune.trainable import block_of
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +114,6 @@ def tensor_nbytes(type_name: str, n_elements: int) -> int:
 
 
 def plan(reader: Any, trained: set[str], *, gpu: bool = False, lean: bool = False) -> WorkPlan:
-    from jenova_fast.finetune.trainable import block_of
-
     blocks = [b for b in map(block_of, trained) if b is not None]
     first = min(blocks) if blocks else None  # the backward pass runs from here to the output
 
@@ -214,8 +214,6 @@ def _can_dequantize(qtype: Any) -> bool:
 # ---- the way back: quantize trained tensors with ggml's own quantizer ----
 
 def _ggml() -> Any:
-    from jenova_fast.finetune.runtime import library_dir
-
     lib = ctypes.CDLL(str(library_dir() / "libggml-base.so"))
     lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                         ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]

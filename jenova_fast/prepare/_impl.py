@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
 from jenova_fast._implementation import pure_requested
 from jenova_fast.prepare.report import ScanStats, Skip, SkipReason
 
@@ -76,7 +74,9 @@ def minhash() -> MinHash:
     return native
 
 
-if TYPE_CHECKING:  # every twin keeps its interface
+if TYPE_CHECKING:  # every twin keeps its interface (and numpy, for the annotations, costs no start-up)
+    import numpy as np
+
     from jenova_fast.prepare import _pipeline, _pipeline_py, minhash_py
     from jenova_fast.prepare import minhash as _minhash
 

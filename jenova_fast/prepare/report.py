@@ -7,6 +7,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from jenova_fast.prepare.output import atomic_output
+from jenova_fast.prepare.records import json_utf8
+
 
 class SkipReason(str, enum.Enum):
     """Why an input did not become a record. The values appear in reports and logs."""
@@ -118,8 +121,5 @@ class PrepareReport:
         """Paths that are not UTF-8 (skips, --dedup groups, --max-tokens) are written with their bytes
         escaped as lone surrogates, as the records' metadata writes them: `os.fsencode` of what `json.load`
         reads back is the name on disk."""
-        from jenova_fast.prepare.output import atomic_output
-        from jenova_fast.prepare.records import json_utf8
-
         with atomic_output(Path(path), option="--report") as f:
             f.write(json_utf8(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n"))
