@@ -94,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{args.users} users x {args.insights} insights, {cores} cores, load average "
           f"{', '.join(f'{x:.1f}' for x in result['load_average'])}")
-    print(f"  one after another ({cores} threads each):          {sequential['seconds']:7.1f} s, "
-          f"{sequential['steps']} steps")
-    print(f"  fleet, {fleet['workers']} workers x {fleet['threads_per_worker']} threads:             "
-          f"{fleet['seconds']:7.1f} s (+{fleet['startup']:.1f} s to start the cluster), {fleet['steps']} steps")
+    print(f"  one after another, {cores} threads each: {sequential['seconds']:7.1f} s, {sequential['steps']} steps")
+    print(f"  fleet, {fleet['workers']} workers x {fleet['threads_per_worker']} threads:    {fleet['seconds']:7.1f} s "
+          f"(+{fleet['startup']:.1f} s to start the cluster), {fleet['steps']} steps")
     print(f"  ratio: {result['ratio']:.2f}x ({result['ratio_with_startup']:.2f}x counting the cluster's start)")
     return 0
 

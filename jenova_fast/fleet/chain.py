@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jenova_fast.fleet.plan import (
     FLEET_SCHEMA,
@@ -40,6 +40,9 @@ from jenova_fast.fleet.plan import (
     model_stamp,
     read_json,
 )
+
+if TYPE_CHECKING:
+    from jenova_fast.finetune import FinetuneConfig
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +204,11 @@ def _settled(ledger: dict[str, Any] | None, generation: int, themes_digest: str,
     happened (an older generation); when others have saved since, it is taken as counted (never twice)."""
     if ledger is None or ledger.get("schema") != FLEET_SCHEMA:
         return set()
+    saved = ledger.get("generation")
+    if isinstance(saved, int) and generation < saved:  # a new state (a damaged one was moved aside): count anew
+        log.warning("%s: the CPA state is older than the ledger (generation %d < %d); counting every insight anew",
+                    where, generation, saved)
+        return set()
     observed = {p for p in ledger.get("observed", []) if isinstance(p, str)}
     pending = ledger.get("pending")
     if isinstance(pending, dict):
@@ -215,8 +223,10 @@ def _settled(ledger: dict[str, Any] | None, generation: int, themes_digest: str,
     return observed
 
 
-def _ledger(observed: Iterable[str], pending: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"schema": FLEET_SCHEMA, "observed": sorted(observed, key=os.fsencode), "pending": pending}
+def _ledger(observed: Iterable[str], generation: int, pending: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`generation`: the state's when the ledger matched it."""
+    return {"schema": FLEET_SCHEMA, "observed": sorted(observed, key=os.fsencode), "generation": generation,
+            "pending": pending}
 
 
 def observe_user(paths: UserPaths) -> Observed:
@@ -245,15 +255,16 @@ def observe_user(paths: UserPaths) -> Observed:
             cpa.observe_topics([(topic, when) for _, topic, when in new])
             pending = {"generation": cpa.state.generation + 1, "themes": _themes_digest(cpa.state.themes),
                        "add": [rel for rel, _, _ in new]}
-            _write_json(paths.ledger, _ledger(observed, pending))
+            _write_json(paths.ledger, _ledger(observed, cpa.state.generation, pending))
     # the state is saved (generation + 1): the count is done
-    _write_json(paths.ledger, _ledger(observed | {rel for rel, _, _ in new}))
+    _write_json(paths.ledger, _ledger(observed | {rel for rel, _, _ in new}, cpa.state.generation))
     return Observed(paths.user, len(new), known, time.perf_counter() - start, worker_address())
 
 
 # ---- finetune ----
 
-def finetune_config(paths: UserPaths, options: FleetOptions, threads: int | None, memory: int | None) -> Any:
+def finetune_config(paths: UserPaths, options: FleetOptions, threads: int | None,
+                    memory: int | None) -> FinetuneConfig:
     """The FinetuneConfig of the user's training: the candidate in the stage, the report beside train.jsonl."""
     from jenova_fast.finetune import FinetuneConfig
 

@@ -77,6 +77,7 @@ def run_fleet(client: Client, root: str | Path, users: list[str], options: Fleet
     through chain.STATES (from Dask's event thread as well as this one)."""
     from distributed import as_completed, wait
 
+    users = list(dict.fromkeys(users))
     root = Path(root).absolute()  # the workers may run elsewhere, in another folder
     options = dataclasses.replace(options, base=Path(options.base).absolute())
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
@@ -115,8 +116,10 @@ def run_fleet(client: Client, root: str | Path, users: list[str], options: Fleet
                 outcomes[user] = UserOutcome(user, "skipped", fingerprint=current.digest, store_files=current.files)
                 tell(user, "skipped", {"outcome": outcomes[user]})
                 continue
-            # the light tasks first whenever a worker has a free thread: an install does not wait behind the
-            # next user's training, and the trainers never wait for a prepare
+            with lock:
+                chains[user] = {}  # its tasks' events count from now on (one may start before submit returns)
+            tell(user, "queued", {})
+            # where a worker has the choice, the light tasks go before the next training
             prepared = client.submit(chain.prepare_user, paths, options, base, token, priority=PRIORITY["prepare"],
                                      key=_key("prepare", index, user, token))
             observed = client.submit(chain.observe_user, paths, priority=PRIORITY["observe"],
@@ -126,8 +129,7 @@ def run_fleet(client: Client, root: str | Path, users: list[str], options: Fleet
             installed = client.submit(chain.install_user, paths, trained, priority=PRIORITY["install"],
                                       key=_key("install", index, user, token))
             with lock:
-                chains[user] = {"prepare": prepared, "observe": observed, "finetune": trained, "install": installed}
-            tell(user, "queued", {})
+                chains[user].update(prepare=prepared, observe=observed, finetune=trained, install=installed)
         by_future = {c["install"]: user for user, c in chains.items()}
         stragglers: list[Future] = []
         for future in as_completed(list(by_future)):

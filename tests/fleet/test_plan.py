@@ -115,3 +115,10 @@ def test_without_dask_the_error_names_the_extra(user, base):
     assert "fleet: error: the fleet runs on Dask" in done.stderr
     assert "pip install 'jenova-fast[fleet]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_new_state_in_place_of_the_counted_one_is_counted_anew(user):
+    observe_user(user)
+    observe_user(user)  # generation 2
+    (user.cpa_state / "state.npz").unlink()  # as when a damaged state is moved aside: a fresh one, generation 0
+    assert observe_user(user).observed == 6 and _mentions(user) == 6
