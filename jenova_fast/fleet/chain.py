@@ -233,8 +233,7 @@ def observe_user(paths: UserPaths) -> Observed:
     """Each insight's topic, once, into the user's CPA state (`.cpa_state`), as `cpa observe --insights` counts
     it: a theme mention at the time the insight was written."""
     from jenova_fast.cpa import CPA
-    from jenova_fast.prepare import iter_insights
-    from jenova_fast.prepare.stores import insight_time  # how `cpa observe --insights` dates an insight
+    from jenova_fast.prepare import insight_time, iter_insights  # insight_time: as `cpa observe --insights` dates
 
     emit(paths.user, "observing")
     start = time.perf_counter()

@@ -16,7 +16,7 @@ from jenova_fast.prepare.api import (
 from jenova_fast.prepare.output import OutputError
 from jenova_fast.prepare.records import Insight
 from jenova_fast.prepare.report import PrepareReport, Skip, SkipReason
-from jenova_fast.prepare.stores import StoreNotFoundError, resolve_roots
+from jenova_fast.prepare.stores import StoreNotFoundError, insight_time, resolve_roots
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
@@ -28,6 +28,7 @@ __all__ = [
     "Skip",
     "SkipReason",
     "StoreNotFoundError",
+    "insight_time",
     "insight_topics",
     "iter_insights",
     "iter_records",
