@@ -53,13 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--requantize", default=None, metavar="TYPE",
                    help="quantize the trained tensors back: 'base' (each to its type in the base) or Q8_0, Q6_K, "
                         "Q4_K, ... (default: they stay F32)")
-    p.add_argument("--stride", default=None, type=_stride,
+    p.add_argument("--stride", default=None, type=stride_arg,
                    help="tokens between training windows: N, 'half' (ctx/2, the default: each token trained twice "
                         "per epoch) or 'ctx' (once, half the steps)")
     p.add_argument("--gpu-layers", type=int, default=0,
                    help="layers to offload to the GPU (-1: all); needs llama-cpp-python built with CUDA, Metal or "
                         "Vulkan (docs/finetune.md)")
-    p.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+    p.add_argument("--max-memory", type=size_arg, default=None, metavar="SIZE",
                    help="memory the run may use, e.g. 6G (default: what the machine has available)")
     p.add_argument("--eval-data", type=Path, default=None,
                    help="held-out records of their own (prepare --eval-fraction's eval.jsonl) instead of a split")
@@ -72,7 +72,7 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _stride(text: str) -> int | str:
+def stride_arg(text: str) -> int | str:
     if text in ("ctx", "half"):
         return text
     try:
@@ -81,7 +81,7 @@ def _stride(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r}: a number of tokens, 'half' or 'ctx'") from None
 
 
-def _size(text: str) -> int:
+def size_arg(text: str) -> int:
     units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
     number, unit = text.upper().rstrip("IB"), ""
     if number and number[-1] in units:

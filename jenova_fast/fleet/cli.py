@@ -9,30 +9,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jenova_fast.finetune.cli import size_arg, stride_arg
 from jenova_fast.fleet.plan import FleetError, FleetOptions, default_root, list_users
 
 if TYPE_CHECKING:
     from jenova_fast.fleet.report import FleetReport, StatusLines
-
-
-def _stride(text: str) -> int | str:
-    if text in ("ctx", "half"):
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a number of tokens, 'half' or 'ctx'") from None
-
-
-def _size(text: str) -> int:
-    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    number, unit = text.upper().rstrip("IB"), ""
-    if number and number[-1] in units:
-        number, unit = number[:-1], number[-1]
-    try:
-        return int(float(number) * units[unit])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a size such as 6G, 512M or 8000000000") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--ctx", type=int, default=512, help="a multiple of 256 (default: %(default)s)")
     ft.add_argument("--train", default=None, metavar="SPEC", help="what to train (default: chosen by memory)")
     ft.add_argument("--requantize", default=None, metavar="TYPE", help="'base' or a ggml type (default: F32)")
-    ft.add_argument("--stride", default=None, type=_stride, help="N, 'half' (default) or 'ctx'")
+    ft.add_argument("--stride", default=None, type=stride_arg, help="N, 'half' (default) or 'ctx'")
     ft.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     ft.add_argument("--eval-fraction", type=float, default=0.05,
                     help="records of train.jsonl held out to measure loss (default: %(default)s)")
@@ -70,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="prepare writes F of each store's insights to eval.jsonl, the held-out set instead")
     ft.add_argument("--template", default=None, help="chat template for bases without one")
     ft.add_argument("--threads", type=int, default=None, help="threads of each training (default: the worker's)")
-    ft.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+    ft.add_argument("--max-memory", type=size_arg, default=None, metavar="SIZE",
                     help="memory of each training (default: the worker's memory limit)")
     ft.add_argument("--gpu-layers", type=int, default=0, help="default: %(default)s")
     p.add_argument("--force", action="store_true", help="retrain users whose model is fresh too")
