@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jenova_fast._implementation import pure_requested
+from jenova_fast._paths import private_dir
 from jenova_fast.cpa import config, function_words, jit_cache, observe, patterns, report, state, unicode_tables
 from jenova_fast.cpa._impl import counting
 from jenova_fast.cpa.kernels import SESSION_ID
@@ -26,20 +27,24 @@ _WORDS = re.compile(r"\w+")
 
 
 def assign_sessions(times: Sequence[float | None], last_time: float | None, last_id: int,
-                    gap: float = config.SESSION_GAP_SECONDS) -> tuple[list[int], float | None, int]:
+                    gap: float = config.SESSION_GAP_SECONDS, *,
+                    first: bool = True) -> tuple[list[int], float | None, int]:
     """Each query's session id, the latest query time and the latest session id.
 
     A dated query more than `gap` seconds from the previous dated one (before or after) starts a new
     session; so does a first query when no time is known yet. An observe call whose first query has no
-    time starts a session (an undated file is one session); undated queries after it stay in it."""
+    time starts a session (an undated file is one session); undated queries after it stay in it.
+    `first=False`: the times go on from a previous call's (its returned time as `last_time`), as the later
+    batches of one history file do: the ids are those of one call over all of them."""
     ids: list[int] = []
     prev, sid = last_time, last_id
     for i, t in enumerate(times):
+        starts = first and i == 0
         if t is None:
-            if i == 0:
+            if starts:
                 sid, prev = sid + 1, None
         else:
-            if (prev is None and i == 0) or sid == 0 or (prev is not None and abs(t - prev) > gap):
+            if (prev is None and starts) or sid == 0 or (prev is not None and abs(t - prev) > gap):
                 sid += 1
             prev = t
         ids.append(sid)
@@ -58,11 +63,12 @@ class CPA:
         self.state_dir: Path | None = None
         if persist:
             self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir(user)
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.state_dir, "CPA state dir", "--state-dir")  # 0700; another user's: refused
         self.state = state.State()
         self._stamp: tuple[int, int, int] | None = None
         self._depth = 0
         self.warmed: list[str] = []
+        self._last_batch_time: float | None = None
         if self.state_dir is not None:
             with state.locked(self.state_dir):
                 self._refresh()
@@ -137,9 +143,12 @@ class CPA:
                 self._match_themes(texts, [when] * len(texts))
         return words
 
-    def _count_queries(self, texts: list[str], times: list[float | None] | float) -> int:
+    def _count_queries(self, texts: list[str], times: list[float | None] | float,
+                       after: tuple[float | None] | None = None) -> int:
         """Count into the n-grams, each query in its session: by its time in `times`, or all asked at the
-        one time `times` (one session: the current one, unless that time is far from the last query)."""
+        one time `times` (one session: the current one, unless that time is far from the last query).
+        `after`: these go on from the previous batch of the same file, whose (last time,) it holds; the
+        sessions are then those of one call over both."""
         if not texts:
             return 0
         st, ngrams = self.state, self.state.ngrams
@@ -149,7 +158,9 @@ class CPA:
             ids, last_time, _ = assign_sessions([float(times)], st.last_query_time, current)
             sessions = ids[0]
         else:
-            ids, last_time, _ = assign_sessions(times, st.last_query_time, current)
+            since = st.last_query_time if after is None else after[0]
+            ids, last_time, _ = assign_sessions(times, since, current, first=after is None)
+            self._last_batch_time = last_time
             sessions = np.asarray(ids, np.int64)
         if last_time is not None:
             st.last_query_time = last_time
@@ -269,12 +280,14 @@ class CPA:
         """User messages of a conversation log (JSONL with `user_message`, optional `timestamp`)."""
         report = ObserveReport("query", str(path))
         start = time.perf_counter()
-        texts, times = observe.read_history(Path(path), report)
         with self.batch():
-            self._count_queries(texts, times)
-            if self.state.themes:
-                self._match_themes(texts, times)
-        report.observed = len(texts)
+            after: tuple[float | None] | None = None
+            for texts, times in observe.iter_history(Path(path), report):  # memory bounded by a batch
+                self._count_queries(texts, times, after)
+                after = (self._last_batch_time,)
+                if self.state.themes:
+                    self._match_themes(texts, times)
+                report.observed += len(texts)
         report.seconds = time.perf_counter() - start
         return report
 
