@@ -89,6 +89,34 @@ def test_topics_never_become_paths(impl, tmp_path):
     assert not Path("/tmp/escaped").exists()
 
 
+def test_cpa_library_user_traversal_is_refused(tmp_path, monkeypatch):
+    from jenova_fast.cpa.accelerator import CPA
+    from jenova_fast.cpa.state import default_state_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("..", "../x", "a/b"):
+        with pytest.raises(UnsafePathError):
+            default_state_dir(name)
+        with pytest.raises(UnsafePathError):
+            CPA(user=name)
+    monkeypatch.setenv("USER", "../../escaped")  # getpass reads it first
+    monkeypatch.setenv("LOGNAME", "../../escaped")
+    with pytest.raises(UnsafePathError):
+        default_state_dir()
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_lock_file_is_never_opened_through_a_symlink(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "lock").symlink_to(victim)
+    proc = _cpa("observe", "--state-dir", state, "--history", _history(tmp_path / "h.jsonl"), home=tmp_path)
+    assert proc.returncode == 2 and "lock" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert victim.read_bytes() == b"precious\n" and not (state / "state.npz").exists()
+
+
 def test_world_writable_state_dir_is_refused(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
@@ -98,7 +126,7 @@ def test_world_writable_state_dir_is_refused(tmp_path):
     proc = _cpa("observe", "--state-dir", state, "--history", _history(tmp_path / "h.jsonl"), home=tmp_path,
                 pure=False)
     assert proc.returncode == 2 and "chmod o-w" in proc.stderr and "Traceback" not in proc.stderr
-    assert {p.name for p in state.iterdir()} <= {"lock"}  # no state, no Numba cache written or loaded
+    assert list(state.iterdir()) == []  # checked before the lock, the state or the Numba cache
 
 
 @as_root
@@ -110,7 +138,7 @@ def test_state_dir_of_another_user_is_refused(tmp_path):
     proc = _cpa("observe", "--state-dir", state, "--history", _history(tmp_path / "h.jsonl"), home=tmp_path,
                 pure=False)
     assert proc.returncode == 2 and "belongs to another user" in proc.stderr, proc.stderr
-    assert {p.name for p in state.iterdir()} <= {"lock"}  # no state, no Numba cache written or loaded
+    assert list(state.iterdir()) == []  # checked before the lock, the state or the Numba cache
 
 
 @as_root
@@ -148,8 +176,8 @@ def test_compile_history_is_not_appended_through_a_symlink(tmp_path):
 
 
 def test_files_created_are_not_writable_by_others(tmp_path):
-    """Under a umask of 022: the prepare output and report follow it (0644); the CPA's state and compile
-    history are private (0600) whatever the umask, its Numba cache dir 0700."""
+    """Under a umask of 022: the prepare output and report follow it (0644); the CPA's state, lock and compile
+    history are private (0600) whatever the umask, in a 0700 state dir."""
     store = tmp_path / "store"
     store.mkdir()
     (store / "a.json").write_text(json.dumps({"content": "c"}), encoding="utf-8")
@@ -163,8 +191,9 @@ def test_files_created_are_not_writable_by_others(tmp_path):
     for path in created:
         mode = stat.S_IMODE(path.lstat().st_mode)
         assert not mode & stat.S_IWOTH and not mode & stat.S_IWGRP, (path, oct(mode))
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "state" / "numba_cache").stat().st_mode) == 0o700
-    for name in ("state.npz", "compile_history.jsonl"):
+    for name in ("state.npz", "lock", "compile_history.jsonl"):
         assert stat.S_IMODE((tmp_path / "state" / name).stat().st_mode) == 0o600, name
 
 

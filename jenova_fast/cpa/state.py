@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from jenova_fast import _fs
+from jenova_fast._paths import user_component
 from jenova_fast.cpa import config
 from jenova_fast.cpa.counters import HeavyHitters, pack_strings, unpack_strings
 from jenova_fast.cpa.kernels import COUNT, DF, DF_ERR, DOCS, ERR, LAST_DOC, META_SIZE, SLOT_FIELDS, TOTAL
@@ -199,7 +200,7 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 def default_state_dir(user: str | None = None) -> Path:
     """`~/.jenova-ai/users/<user>/.cpa_state` (user: the OS user unless given)."""
-    return _fs.jenova_home() / "users" / (user or _fs.default_user()) / ".cpa_state"
+    return _fs.jenova_home() / "users" / user_component(user or _fs.default_user()) / ".cpa_state"
 
 
 def quarantine(path: Path, reason: str) -> Path:
@@ -229,7 +230,8 @@ def load_or_fresh(path: Path) -> tuple[State, bool]:
 @contextlib.contextmanager
 def locked(state_dir: Path) -> Iterator[None]:
     """An exclusive advisory lock on `<state>/lock` for the whole load-modify-save."""
-    fd = os.open(Path(state_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    # never through a symlink (one planted there would be opened for writing); private, as the state is
+    fd = os.open(Path(state_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
