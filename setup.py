@@ -28,6 +28,8 @@ SIMDJSON = simdjson_sources()
 compile_args = ["-std=c++17", "-Wall", "-Wno-unused-function"] + (["-O0", "-g"] if DEBUG else ["-O3"])
 link_args = []
 if SANITIZE:
+    # -O1 -g: ASan's recommended level (exact stack traces, and simdjson.cpp compiles in a fraction of -O3's time)
+    compile_args = [a for a in compile_args if a != "-O3"] + ([] if DEBUG else ["-O1", "-g"])
     compile_args += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     link_args += ["-fsanitize=address,undefined"]
 
