@@ -248,7 +248,7 @@ def write_bytes_via(path: str | os.PathLike[str], write: Callable[[BinaryIO], ob
 
 def _mode_for(target: Path, new_mode: int | None) -> int:
     try:
-        return target.stat().st_mode & 0o777
+        return target.stat().st_mode & 0o775  # never world-writable, even if the previous file was
     except OSError:
         if new_mode is not None:
             return new_mode

@@ -118,6 +118,9 @@ def test_new_files_keep_the_previous_mode_or_follow_the_umask(tmp_path):
     kept.chmod(0o640)
     _fs.write_bytes_via(kept, lambda f: f.write(b"x"))
     assert kept.stat().st_mode & 0o777 == 0o640
+    kept.chmod(0o666)  # someone made it writable by every user: the replacement is not
+    _fs.write_bytes_via(kept, lambda f: f.write(b"y"))
+    assert kept.stat().st_mode & 0o777 == 0o664
     private = tmp_path / "private"
     _fs.write_bytes_via(private, lambda f: f.write(b"x"))
     assert private.stat().st_mode & 0o777 == 0o600
