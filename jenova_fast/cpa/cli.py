@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         cpa.reset()
         print(f"reset the CPA state in {cpa.state_dir}")
         return 0
+    except KeyboardInterrupt:  # each observe is one transaction: the state has all of it or none
+        print("jenova-fast cpa: interrupted; the state was left as the last completed save wrote it",
+              file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `stats | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -200,4 +200,7 @@ def install_model_main(argv: list[str] | None = None) -> int:
     except FinetuneError as exc:
         print(f"install-model: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # every step is atomic: the models folder is as it was, or fully changed
+        print(f"install-model: interrupted; {target} is a complete model (the old or the new one)", file=sys.stderr)
+        return 130
     return 0

@@ -25,10 +25,6 @@ def test_kills_leave_a_valid_output_and_no_leftovers(writer, sig, tmp_path):
                cpa_pure=True, mode="mid-write", seed=sum(map(ord, writer + sig)), log=lambda _: None)
     (row,) = rows
     problems = row.problems
-    if sig == "INT" and writer in ("cpa", "install"):
-        # Known, not yet fixed: `jenova-fast cpa` and `install-model` do not catch KeyboardInterrupt, so a
-        # Ctrl-C prints a traceback (docs/reliability.md); their output is still checked like every other.
-        problems = [p for p in problems if ": traceback (rc " not in p]
     assert problems == [], problems
     assert row.previous_valid == row.next_runs_ok == ROUNDS
     assert row.leftovers_max == 0, row
