@@ -1,5 +1,5 @@
 """Files and environment, shared by every package: crash-safe writes, the leftovers of killed writers, the
-jenova home, the machine's cores.
+jenova home, the machine's cores, user names as path components and private folders.
 
 Every file the project writes goes through `atomic_write` (or `temporary` for writers that need a path):
 a temp file beside the target, named `.<target>.<start ns>.<pid>.jenova-tmp` and flock-ed while its
@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -265,3 +266,44 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+# ---- names that become path components, and folders only this user may write in ----
+# A user name (--user, CPA(user=...)) is one component of ~/.jenova-ai/users/<user>/: empty, `.`, `..` or a
+# `/` would point the run somewhere else. The CPA state dir holds what the user says and a Numba cache that
+# Numba loads with pickle: whoever can write in it can run code as the user, so it is created private (0700)
+# and refused when another user owns it (or the symlink naming it), or when every user may write in it.
+
+
+class UnsafePathError(ValueError):
+    """A name or directory that would let the run read or write somewhere it was not meant to; the message
+    names it and the fix."""
+
+
+def user_component(name: str, option: str = "--user") -> str:
+    """`name`, checked to be a single path component (a user name), else UnsafePathError."""
+    if name in ("", ".", "..") or "/" in name or "\x00" in name:
+        raise UnsafePathError(f"{option} {name!r} is not a user name: it would name a folder outside "
+                              f"~/.jenova-ai/users; give the bare name (no '/', not '.' or '..')")
+    return name
+
+
+def private_dir(path: str | os.PathLike[str], what: str, option: str) -> Path:
+    """Create `path` (mode 0700; its missing parents with the default mode) if need be, and check that no
+    other user can write in it: it (or a symlink naming it) must not be owned by another user, and it must
+    not be writable by every user. Returns it; raises UnsafePathError naming the problem and the fix."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    me = os.geteuid()
+    link = os.lstat(path)
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (me, 0):
+        raise UnsafePathError(f"{what} {path} is a symlink owned by another user (uid {link.st_uid}), who can "
+                              f"point it anywhere; remove it, or choose another {option}")
+    st = os.stat(path)
+    if st.st_uid != me:
+        raise UnsafePathError(f"{what} {path} belongs to another user (uid {st.st_uid}); writing there would "
+                              f"let them change what this run reads back; choose another {option}")
+    if st.st_mode & stat.S_IWOTH:
+        raise UnsafePathError(f"{what} {path} is writable by every user (mode {stat.S_IMODE(st.st_mode):04o}); "
+                              f"run `chmod o-w {path}` (better: chmod 700), or choose another {option}")
+    return path

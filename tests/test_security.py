@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jenova_fast._paths import UnsafePathError, private_dir, user_component
+from jenova_fast._fs import UnsafePathError, private_dir, user_component
 from jenova_fast.prepare.stores import resolve_roots
 from tests.conftest import run_cli
 

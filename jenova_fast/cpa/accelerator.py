@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jenova_fast._fs import private_dir
 from jenova_fast._implementation import pure_requested
-from jenova_fast._paths import private_dir
 from jenova_fast.cpa import config, function_words, jit_cache, observe, patterns, report, state, unicode_tables
 from jenova_fast.cpa._impl import counting
 from jenova_fast.cpa.kernels import SESSION_ID

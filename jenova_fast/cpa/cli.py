@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from jenova_fast._paths import UnsafePathError, user_component
+from jenova_fast._fs import UnsafePathError, user_component
 from jenova_fast.cpa.accelerator import CPA
 from jenova_fast.cpa.function_words import StopwordsError
 from jenova_fast.cpa.observe import ObserveError, ObserveReport

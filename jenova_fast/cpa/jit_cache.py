@@ -19,7 +19,7 @@ import numba
 from numba.core import config as numba_config
 from numba.core.caching import NullCache
 
-from jenova_fast._paths import private_dir
+from jenova_fast._fs import private_dir
 from jenova_fast.cpa import kernels
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from jenova_fast import _fs
-from jenova_fast._paths import user_component
+from jenova_fast._fs import user_component
 from jenova_fast.cpa import config
 from jenova_fast.cpa.counters import HeavyHitters, pack_strings, unpack_strings
 from jenova_fast.cpa.kernels import COUNT, DF, DF_ERR, DOCS, ERR, LAST_DOC, META_SIZE, SLOT_FIELDS, TOTAL

@@ -7,8 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from jenova_fast._fs import default_user, jenova_home
-from jenova_fast._paths import user_component
+from jenova_fast._fs import default_user, jenova_home, user_component
 
 
 class StoreNotFoundError(FileNotFoundError):
