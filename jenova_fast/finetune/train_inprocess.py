@@ -129,7 +129,7 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-# epoch (0-based) -> training windows (n, n_ctx + 1) of that epoch, so each epoch can be reshuffled
+# epoch (0-based) -> training windows (n, n_ctx + 1) of that epoch, so each epoch can be reshuffled; none: stop
 WindowsForEpoch = Callable[[int], np.ndarray]
 
 CHUNK_SECONDS = 10.0  # how long one call into llama.cpp may run: Ctrl-C is honoured after it returns
@@ -273,7 +273,10 @@ def train_inprocess(
         meter = _Meter(lib, result, progress, epochs, len(heldout_windows), started)
         with _Chunks(lib, ctx, n_ctx, meter) as run:
             for epoch in range(epochs):
-                _epoch(run, meter, train_windows(epoch), heldout_windows, epoch)
+                windows = train_windows(epoch)
+                if len(windows) == 0:  # the caller stopped early (pipeline's early stopping)
+                    break
+                _epoch(run, meter, windows, heldout_windows, epoch)
         result.seconds = time.perf_counter() - started
         if out is not None:  # None: a benchmark that only times the steps
             lib.llama_model_save_to_file(model, os.fsencode(Path(out)))

@@ -42,9 +42,19 @@ N_RECORDS = 120  # about 12k tokens: 85 steps per epoch at n_ctx 256
 TRAIN_SETTINGS = {"n_ctx": 256, "lr": 2e-3, "epochs": 2, "eval_fraction": 0.1}
 
 
-@pytest.fixture(scope="session")
-def ft_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("finetune")
+@pytest.fixture(scope="session", autouse=True)
+def ft_root(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The session's folder; working copies go to a cache inside it ($XDG_CACHE_HOME), never ~/.cache."""
+    import os
+
+    root = tmp_path_factory.mktemp("finetune")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(root / "cache")
+    yield root
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 @pytest.fixture(scope="session")
