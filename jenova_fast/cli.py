@@ -48,5 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     return int(func(rest) or 0)
 
 
+def entry() -> None:
+    """The `jenova-fast` console script and `python -m jenova_fast`: main() under the one way every command
+    ends on Ctrl-C or SIGTERM (`_signals`), installed before the subcommand's imports."""
+    from jenova_fast._signals import run
+
+    command = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS else None
+    run(main, f"jenova-fast {command}" if command else "jenova-fast")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from jenova_fast._fs import BusyError
+from jenova_fast._signals import status as interrupted_status
 from jenova_fast.finetune import install
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.pipeline import TRAINERS, FinetuneConfig, finetune
@@ -66,10 +66,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, help="write train and held-out loss against steps to a PNG")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     return p
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def stride_arg(text: str) -> int | str:
@@ -138,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         gpu_layers=args.gpu_layers, memory_available=args.max_memory, eval_data=args.eval_data, plot=args.plot,
     )
     display = None if args.quiet else ProgressDisplay(sys.stderr)
-    signal.signal(signal.SIGTERM, _interrupt)  # a polite kill ends like Ctrl-C: cleanly, nothing written
     try:
         report = finetune(config, progress=display)
     except FinetuneError as exc:
@@ -155,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if display is not None:
             display.close()
         print(f"finetune: interrupted; nothing was written and {args.out} was not touched", file=sys.stderr)
-        return 130
+        return interrupted_status()
     finally:
         if display is not None:
             display.close()
@@ -202,5 +197,5 @@ def install_model_main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # every step is atomic: the models folder is as it was, or fully changed
         print(f"install-model: interrupted; {target} is a complete model (the old or the new one)", file=sys.stderr)
-        return 130
+        return interrupted_status()
     return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jenova_fast import __version__
 from jenova_fast._fs import available_cores
+from jenova_fast._signals import status as interrupted_status
 from jenova_fast.prepare.api import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_OUTPUT,
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> in
         if bar:
             bar.close()
         print(f"{prog}: interrupted; {args.output} was left as it was", file=sys.stderr)
-        return 130
+        return interrupted_status()
     if bar:
         bar.close()
     if args.report:
