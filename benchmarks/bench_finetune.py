@@ -44,6 +44,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     from jenova_fast.finetune.train_inprocess import train_inprocess
     from jenova_fast.finetune.trainable import select
     from jenova_fast.finetune.validate import inspect_model
+    from jenova_fast.finetune.windows import Windows
 
     info = inspect_model(spec["base"])
     selection = select(spec["train"], info.tensors, info.n_layer)
@@ -58,8 +59,8 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
                 "types": sorted({t.work_type for t in work.tensors if not t.trained})}
     rng = np.random.default_rng(0)
     rows = rng.integers(0, info.n_vocab, size=(spec["steps"] + 2, spec["ctx"] + 1), dtype=np.int32)
-    result = train_inprocess(spec["work"], None, lambda _epoch: rows[:-1], rows[-1:], epochs=1, lr=1e-5,
-                             threads=spec["threads"], trained=frozenset(selection.trained))
+    result = train_inprocess(spec["work"], None, lambda _epoch: Windows(rows[:-1]), Windows(rows[-1:]), epochs=1,
+                             lr=1e-5, threads=spec["threads"], trained=frozenset(selection.trained))
     steady = sorted(result.step_seconds[1:])
     per_step = steady[len(steady) // 2]
     return {"s_per_step": per_step, "tokens_per_s": spec["ctx"] / per_step,

@@ -43,6 +43,15 @@ def jenova_home() -> Path:
     return Path.home() / ".jenova-ai"
 
 
+def cache_home() -> Path:
+    """What can be rebuilt (the engine, working copies of models): `$JENOVA_FAST_CACHE`, else
+    `$XDG_CACHE_HOME/jenova-fast`, else `~/.cache/jenova-fast`. Never beside a base that may be read-only."""
+    if os.environ.get("JENOVA_FAST_CACHE"):
+        return Path(os.environ["JENOVA_FAST_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".cache") / "jenova-fast"
+
+
 def default_user() -> str:
     try:
         return getpass.getuser()

@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("jenova_fast.demo", "main", "write a synthetic insight store and prepare it"),
     "cpa": ("jenova_fast.cpa.cli", "main", "Cognitive Process Accelerator: observe, stats, reset"),
     "finetune": ("jenova_fast.finetune.cli", "main", "fine-tune a GGUF model on train.jsonl with llama.cpp"),
+    "engine": ("jenova_fast.engine.cli", "main", "build the patched llama.cpp that finetune trains with"),
     "install-model": ("jenova_fast.finetune.cli", "install_model_main", "install or roll back models/jenova.gguf"),
     "fleet": ("jenova_fast.fleet.cli", "main", "prepare, observe, fine-tune and install every user's model on Dask"),
 }

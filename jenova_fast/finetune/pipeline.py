@@ -10,8 +10,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from jenova_fast import _fs
 from jenova_fast.finetune import evaluate, memory, render, runtime, trainable, validate, working_copy
 from jenova_fast.finetune.errors import FinetuneError
@@ -25,6 +23,7 @@ from jenova_fast.finetune.install import (
 from jenova_fast.finetune.metadata import open_reader, read_kv, restored_keys
 from jenova_fast.finetune.train_inprocess import ProgressCallback, TrainResult, train_inprocess
 from jenova_fast.finetune.train_program import ENV_VAR, find_program, train_program
+from jenova_fast.finetune.windows import Windows
 
 log = logging.getLogger(__name__)
 
@@ -264,13 +263,13 @@ class TrainingData:
     template: str
     split: render.TokenSplit
     stride: int
-    heldout_windows: np.ndarray
+    heldout_windows: Windows
     skipped: int
     train_text: str = ""  # route B: the same rendered records as plain text, and its token count
     n_text_tokens: int = 0
 
-    def train_windows(self, n_ctx: int, seed: int, epoch: int) -> np.ndarray:
-        return render.epoch_windows(self.split.train_records, n_ctx, self.stride, seed=seed, epoch=epoch)
+    def train_windows(self, n_ctx: int, seed: int, epoch: int) -> Windows:
+        return Windows(render.epoch_windows(self.split.train_records, n_ctx, self.stride, seed=seed, epoch=epoch))
 
 
 def _training_data(config: FinetuneConfig, info: validate.ModelInfo, plan: TrainPlan,
@@ -300,7 +299,8 @@ def _training_data(config: FinetuneConfig, info: validate.ModelInfo, plan: Train
             train_text = "".join(split.train_texts)
             n_text_tokens = len(runtime.tokenize(vocab_model, train_text, parse_special=False, add_bos=True))
     validate.check_tokens(config.data, len(split.train), len(split.heldout), config.n_ctx)
-    prepared = TrainingData(work, template, split, stride, render.windows(split.heldout, config.n_ctx, config.n_ctx),
+    heldout = Windows(render.windows(split.heldout, config.n_ctx, config.n_ctx))
+    prepared = TrainingData(work, template, split, stride, heldout,
                             data.skipped + split.skipped_render, train_text, n_text_tokens)
     log.info("%d records (%d held out, %d skipped): %d training windows (stride %d), %d held-out windows of %d "
              "tokens", split.n_train_records + split.n_heldout_records, split.n_heldout_records, prepared.skipped,

@@ -43,11 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from jenova_fast.finetune.train_inprocess import train_inprocess
+    from jenova_fast.finetune.windows import Windows
 
     work, n_ctx, names_file = (argv or sys.argv[1:])[:3]
     trained = frozenset(Path(names_file).read_text(encoding="utf-8").split())
     rows = np.full((2, int(n_ctx) + 1), 1, dtype=np.int32)
-    train_inprocess(work, None, lambda _epoch: rows[:1], rows[1:], epochs=1, lr=1e-9, threads=1, trained=trained)
+    train_inprocess(work, None, lambda _epoch: Windows(rows[:1]), Windows(rows[1:]), epochs=1, lr=1e-9, threads=1,
+                    trained=trained)
     return 0
 
 

@@ -211,13 +211,14 @@ import sys
 import numpy as np
 from jenova_fast.finetune.metadata import open_reader
 from jenova_fast.finetune.train_inprocess import train_inprocess
+from jenova_fast.finetune.windows import Windows
 from jenova_fast.finetune.working_copy import plan, write_working_copy
 base, work, out = sys.argv[1:4]
 reader = open_reader(base)
 trained = {t.name for t in reader.tensors if t.name.startswith(("blk.1.", "output"))}
 write_working_copy(base, plan(reader, trained), work)
 rows = np.random.default_rng(0).integers(3, 259, size=(3, 257)).astype(np.int32)
-result = train_inprocess(work, out, lambda epoch: rows[:2], rows[2:], epochs=1, lr=1e-3, threads=1,
+result = train_inprocess(work, out, lambda epoch: Windows(rows[:2]), Windows(rows[2:]), epochs=1, lr=1e-3, threads=1,
                          trained=frozenset(trained))
 print("steps", result.steps, "loss", result.step_losses[0])
 """
