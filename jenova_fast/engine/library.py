@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from jenova_fast.engine import build
+from jenova_fast.engine import build, pin
 from jenova_fast.engine.build import EngineError
 
 log = logging.getLogger(__name__)
@@ -220,6 +220,12 @@ def load(kind: EngineKind) -> Engine:
         engine = Engine("stock", ctypes.CDLL(str(folder / "libllama.so")), ctypes.CDLL(str(folder / "libggml-base.so")),
                         ctypes.CDLL(str(folder / "libggml.so")), folder, {})
     else:
+        import llama_cpp
+
+        if llama_cpp.__version__ != pin.LLAMA_CPP_PYTHON:  # its declarations must match the library's structs
+            raise EngineError(f"the patched engine is llama.cpp as llama-cpp-python {pin.LLAMA_CPP_PYTHON} vendors it, "
+                              f"but llama-cpp-python {llama_cpp.__version__} is installed; install the pinned one "
+                              f"(pip install 'llama-cpp-python=={pin.LLAMA_CPP_PYTHON}') or use --engine stock")
         done = build.find()
         if done is None:
             raise EngineError(f"the patched engine is not built; run: {BUILD_HINT}")

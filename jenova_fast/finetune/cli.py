@@ -11,6 +11,7 @@ from typing import TextIO
 
 from jenova_fast._fs import BusyError
 from jenova_fast._signals import status as interrupted_status
+from jenova_fast.engine import ENGINES
 from jenova_fast.finetune import install
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.pipeline import TRAINERS, FinetuneConfig, finetune
@@ -64,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", type=Path, default=None,
                    help="held-out records of their own (prepare --eval-fraction's eval.jsonl) instead of a split")
     p.add_argument("--plot", type=Path, default=None, help="write train and held-out loss against steps to a PNG")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="the llama.cpp to train with: patched (`jenova-fast engine build`: the backward pass as GEMM, "
+                        "LayerNorm/GELU models whole, answer-only loss), stock (llama-cpp-python's), or auto: "
+                        "patched when built (default)")
+    p.add_argument("--loss", choices=("answer", "all"), default=None,
+                   help="answer: train the assistant's answers, not the questions (default on the patched engine); "
+                        "all: every token (the stock engine's only choice)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     return p
 
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, train=args.train, requantize=args.requantize,
         stride={"half": args.ctx // 2, "ctx": args.ctx}.get(args.stride, args.stride),  # type: ignore[arg-type]
         gpu_layers=args.gpu_layers, memory_available=args.max_memory, eval_data=args.eval_data, plot=args.plot,
+        engine=args.engine, loss=args.loss,
     )
     display = None if args.quiet else ProgressDisplay(sys.stderr)
     try:
@@ -163,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{report.trained_params / 1e6:.1f}M parameters; {report.train_choice})", file=sys.stderr)
     placed = f"installed {report.installed}" if report.installed else f"wrote {report.out}"
     kept = f" (previous kept as {report.previous})" if report.previous else ""
-    print(f"finetune: held-out loss {report.heldout_loss_before:.3f} -> {report.heldout_loss_after:.3f} nats/token, "
-          f"{report.steps} steps in {report.seconds_train:.1f} s ({1000 * report.seconds_per_step:.1f} ms/step, "
-          f"{report.threads} threads); {placed}{kept}; report {report.report}")
+    unit = "nats/answer token" if report.loss == "answer" else "nats/token"
+    print(f"finetune: held-out loss {report.heldout_loss_before:.3f} -> {report.heldout_loss_after:.3f} {unit} "
+          f"({report.engine} engine), {report.steps} steps in {report.seconds_train:.1f} s "
+          f"({1000 * report.seconds_per_step:.1f} ms/step, {report.threads} threads); {placed}{kept}; "
+          f"report {report.report}")
     return 0
 
 

@@ -53,7 +53,7 @@ def check_gpu_offload(kind: str = "stock") -> None:
             f"--gpu-layers: the {kind} engine has no GPU backend; "
             + ("build it with one: jenova-fast engine build --gpu cuda (or metal, vulkan), " if kind == "patched" else
                "rebuild llama-cpp-python with one, e.g. CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall "
-               "--no-cache-dir 'llama-cpp-python>=0.3.36' (-DGGML_METAL=on on a Mac, -DGGML_VULKAN=on for Vulkan), ")
+               "--no-cache-dir 'llama-cpp-python==0.3.36' (-DGGML_METAL=on on a Mac, -DGGML_VULKAN=on for Vulkan), ")
             + "or leave --gpu-layers at 0")
 
 

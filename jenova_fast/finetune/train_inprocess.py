@@ -171,7 +171,7 @@ def train_inprocess(
 ) -> TrainResult:
     """Train the F32 tensors of `base` named in `trained` (None: all of them) and save to `out` (as llama.cpp
     writes it: without chat template, with context_length = n_ctx; the caller restores both). Only the windows'
-    trained tokens count (a mask needs the patched engine); windows without one are left out.
+    trained tokens count (a mask needs the patched engine).
 
     Each epoch's windows are fed in chunks of at most ~CHUNK_SECONDS of steps; the optimizer state lives in
     the context, so chunks continue one AdamW run. KeyboardInterrupt is raised after the chunk it arrived in
@@ -207,7 +207,6 @@ def train_inprocess(
 
 def _epoch(run: _Chunks, meter: _Meter, windows: Windows, heldout: Windows, epoch: int) -> None:
     """One pass over the training windows, in chunks sized to ~CHUNK_SECONDS, then over the held-out ones."""
-    windows, heldout = windows.with_targets(), heldout.with_targets()
     meter.begin(epoch, len(windows))
     chunk, done = 4, 0  # a first short chunk measures the step time
     while done < len(windows):
