@@ -30,8 +30,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from jenova_fast import _fs
+
 MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_FOLDER = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jenova-fast" / "bench-models"
+DEFAULT_FOLDER = _fs.cache_home() / "bench-models"
 USER = "alex"
 MAX_TOKENS = 64  # the prepared answer opens with ~25 tokens of "Of course, alex. Based on our discussions..."
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from jenova_fast._fs import BusyError
+from jenova_fast._signals import status as interrupted_status
+from jenova_fast.engine import ENGINES
 from jenova_fast.finetune import install
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.pipeline import TRAINERS, FinetuneConfig, FinetuneReport, finetune
@@ -78,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", type=Path, default=None,
                    help="held-out records of their own (prepare --eval-fraction's eval.jsonl) instead of a split")
     p.add_argument("--plot", type=Path, default=None, help="write train and held-out loss against steps to a PNG")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="the llama.cpp to train with: patched (`jenova-fast engine build`: the backward pass as GEMM, "
+                        "LayerNorm/GELU models whole, answer-only loss), stock (llama-cpp-python's), or auto: "
+                        "patched when built (default)")
+    p.add_argument("--loss", choices=("answer", "all"), default=None,
+                   help="answer: train the assistant's answers, not the questions (default on the patched engine); "
+                        "all: every token (the stock engine's only choice)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     return p
 
@@ -89,10 +97,6 @@ def _cache_line() -> str:
     return (f"working copies (the trained tensors in F32): {cache_dir()} holds {files} file(s), "
             f"{size / 2**20:.0f} MiB; each is removed after {CACHE_MAX_AGE_DAYS} days unused, the oldest first "
             f"beyond {CACHE_MAX_BYTES / 2**30:.0f} GiB; delete the folder to clear it ($XDG_CACHE_HOME moves it)")
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def stride_arg(text: str) -> int | str:
@@ -161,7 +165,7 @@ def _config(args: argparse.Namespace) -> FinetuneConfig:
         llama_finetune=args.llama_finetune, install=args.install, models_dir=args.models_dir, report=args.report,
         seed=args.seed, train=args.train, requantize=args.requantize,
         stride=args.stride, gpu_layers=args.gpu_layers, memory_available=args.max_memory, eval_data=args.eval_data,
-        plot=args.plot, system=args.system, packing=args.packing,
+        plot=args.plot, system=args.system, packing=args.packing, engine=args.engine, loss=args.loss,
     )
 
 
@@ -170,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.quiet)
     config = _config(args)
     display = None if args.quiet else ProgressDisplay(sys.stderr)
-    signal.signal(signal.SIGTERM, _interrupt)  # a polite kill ends like Ctrl-C: cleanly, nothing written
     try:
         report = finetune(config, progress=display)
     except FinetuneError as exc:
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if display is not None:
             display.close()
         print(f"finetune: interrupted; nothing was written and {args.out} was not touched", file=sys.stderr)
-        return 130
+        return interrupted_status()
     finally:
         if display is not None:
             display.close()
@@ -211,11 +214,15 @@ def main(argv: list[str] | None = None) -> int:
 def summary_line(report: FinetuneReport) -> str:
     placed = f"installed {report.installed}" if report.installed else f"wrote {report.out}"
     kept = f" (previous kept as {report.previous})" if report.previous else ""
-    loss = "training-answer" if report.heldout_in_sample else "held-out answer"
     return (f"finetune: said back {report.recall_before} -> {report.recall_after} of {report.recall_asked} training "
-            f"answers, {loss} loss {report.heldout_loss_before:.3f} -> {report.heldout_loss_after:.3f} nats/token, "
-            f"{report.steps} steps in {report.seconds_train:.1f} s ({1000 * report.seconds_per_step:.1f} ms/step, "
-            f"{report.threads} threads); {placed}{kept}; report {report.report}")
+            f"answers, {_loss_name(report)} {report.heldout_loss_before:.3f} -> {report.heldout_loss_after:.3f} "
+            f"nats/answer token ({report.engine} engine, loss on {report.loss}), {report.steps} steps in "
+            f"{report.seconds_train:.1f} s ({1000 * report.seconds_per_step:.1f} ms/step, {report.threads} threads); "
+            f"{placed}{kept}; report {report.report}")
+
+
+def _loss_name(report: FinetuneReport) -> str:
+    return "training answer loss" if report.heldout_in_sample else "held-out answer loss"
 
 
 def install_model_main(argv: list[str] | None = None) -> int:
@@ -246,5 +253,5 @@ def install_model_main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # every step is atomic: the models folder is as it was, or fully changed
         print(f"install-model: interrupted; {target} is a complete model (the old or the new one)", file=sys.stderr)
-        return 130
+        return interrupted_status()
     return 0

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from jenova_fast import _fs
+from jenova_fast.engine import Choice
 from jenova_fast.finetune import (
     defaults,
     evaluate,
@@ -35,6 +36,7 @@ from jenova_fast.finetune.install import (
 from jenova_fast.finetune.metadata import open_reader, read_kv, restored_keys
 from jenova_fast.finetune.train_inprocess import ProgressCallback, TrainResult, train_inprocess
 from jenova_fast.finetune.train_program import ENV_VAR, find_program, train_program
+from jenova_fast.finetune.windows import Windows
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ class FinetuneConfig:
     system: str | None = None  # the assistant's system prompt, in every record and in the result's metadata
     packing: str = "records"  # whole records per window ("records") or llama.cpp's stream of windows ("stream")
     recall_sample: int = recall.SAMPLE  # training questions asked before and after (0: none)
+    engine: str = "auto"  # patched | stock | auto (patched when built)
+    loss: str | None = None  # answer | all; None: answer on the patched engine (stock can only train all)
 
 
 @dataclass
@@ -79,6 +83,9 @@ class FinetuneReport:
     installed: str | None
     previous: str | None
     trainer: str
+    engine: str  # the llama.cpp that trained: patched or stock
+    engine_choice: str  # why
+    loss: str  # answer (the assistant's tokens) or all (every token)
     n_ctx: int
     stride: int
     threads: int
@@ -129,6 +136,8 @@ class FinetuneReport:
 
 @dataclass(frozen=True)
 class TrainPlan:
+    engine: Choice
+    loss: str
     selection: trainable.Selection
     work: working_copy.WorkPlan
     need: memory.MemoryEstimate
@@ -142,9 +151,12 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig, n_ctx: int |
     config.n_ctx, else 512); refuses what cannot fit."""
     n_ctx = n_ctx or config.n_ctx or 512
     reader = open_reader(info.path)
+    engine = runtime.choose_engine(config.engine) if config.trainer == "inprocess" else Choice(
+        "stock", "--trainer llama-finetune is the user's own program")
+    loss = _loss(config, engine, info)
     gpu = config.gpu_layers != 0
     if gpu:
-        runtime.check_gpu_offload()
+        runtime.check_gpu_offload(engine.kind)
 
     have = memory.available_memory() if config.memory_available is None else config.memory_available
 
@@ -164,27 +176,47 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig, n_ctx: int |
         return selection, need
 
     plans: dict[str, working_copy.WorkPlan] = {}
-    spec = config.train or trainable.default_spec(info.architecture)
+    spec = config.train or trainable.default_spec(info.architecture, engine.kind)
     if spec is not None:
         selection, need = estimate_for(spec)
-        probe = trainable.check_architecture(info.architecture, selection, info.path)
+        probe = trainable.check_architecture(info.architecture, selection, info.path, engine.kind)
         memory.check(selection, need, have, info.path, n_ctx)
         choice = ("given with --train" if config.train else
                   f"head: architecture {info.architecture!r} can only train what lies after its blocks")
     else:
         selection, need, tried = memory.choose(info.n_layer, estimate_for, have, info.path)
-        probe = trainable.check_architecture(info.architecture, selection, info.path)
+        probe = trainable.check_architecture(info.architecture, selection, info.path, engine.kind)
         choice = (f"chosen for {memory.gib(have)} available: {selection.spec} needs {memory.gib(need.total)}"
                   + (f" ({'; '.join(tried)} would not fit)" if tried else ""))
     if config.trainer == "llama-finetune" and selection.spec != "all":
         raise FinetuneError(f"--train {selection.spec}: llama-finetune trains every F32 tensor and has no filter; "
                             "use the in-process trainer (the default) to train a subset, or --train all")
     if gpu:
-        memory.check_gpu(need, sum(d.free for d in runtime.gpu_devices()), info.path)
+        memory.check_gpu(need, sum(d.free for d in runtime.gpu_devices(engine.kind)), info.path)
     work = plans[selection.spec]
     if work.lean:
         choice += "; frozen matrices on the backward path kept in Q8_0 (F32 would not fit)"
-    return TrainPlan(selection, work, need, choice, probe, have)
+    return TrainPlan(engine, loss, selection, work, need, choice, probe, have)
+
+
+def _loss(config: FinetuneConfig, engine: Choice, info: validate.ModelInfo) -> str:
+    """answer (the default where the engine can mask) or all; refuses what the engine cannot do."""
+    if config.loss not in (None, "answer", "all"):
+        raise FinetuneError(f"--loss {config.loss!r}: answer (train the assistant's answers) or all (every token)")
+    if engine.kind == "stock":
+        if config.loss == "answer":
+            raise FinetuneError("--loss answer needs the patched engine (the stock llama.cpp trains every token); "
+                                "build it: jenova-fast engine build (once, about 6 minutes), or use --loss all")
+        return "all"
+    offloads_output = config.gpu_layers < 0 or config.gpu_layers > info.n_layer
+    if offloads_output and config.loss != "all":
+        # the loss mask patches the CPU cross-entropy kernels; with the output layer on a GPU the loss runs there
+        if config.loss == "answer":
+            raise FinetuneError(f"--loss answer with --gpu-layers {config.gpu_layers}: the output layer and the loss "
+                                f"would run on the GPU, whose loss kernel has no mask; use --gpu-layers {info.n_layer} "
+                                "(every block, the loss on the CPU) or --loss all")
+        return "all"
+    return config.loss or "answer"
 
 
 def _check_config(config: FinetuneConfig) -> Path | None:
@@ -240,7 +272,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     recall_before = _recall(base, asked, config, data, threads)
 
     with _fs.temporary(out, directory=True, exclusive="--out") as tmp:
-        feed = _EpochFeed(data, config, settings, progress)
+        feed = _EpochFeed(data, config, settings, plan, progress)
         result = _train(config, plan, data, settings, feed, program, tmp / "trained.gguf", threads, notes)
         final = tmp / out.name
         restore = restored_keys(tmp / "trained.gguf", data.work,
@@ -259,7 +291,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         base=str(base), working_copy=str(data.work), out=str(out),
         installed=str(installed.installed) if installed else None,
         previous=str(installed.previous) if installed and installed.previous else None,
-        trainer=config.trainer, n_ctx=settings.n_ctx, stride=data.stride, threads=threads,
+        trainer=config.trainer, engine=plan.engine.kind, engine_choice=plan.engine.reason, loss=plan.loss,
+        n_ctx=settings.n_ctx, stride=data.stride, threads=threads,
         gpu_layers=config.gpu_layers, lr=settings.lr, epochs=settings.epochs,
         train_spec=plan.selection.spec, train_choice=plan.choice, trained_tensors=list(plan.selection.trained),
         trained_params=plan.selection.n_params, converted=plan.work.converted,
@@ -330,6 +363,8 @@ def _settings(config: FinetuneConfig, plan: TrainPlan, data: TrainingData) -> Se
 
 def _plan_notes(plan: TrainPlan, data: TrainingData, settings: Settings) -> list[str]:
     log.info("plan: %s", "; ".join(f"{key} {value}" for key, value in settings.choices.items()))
+    log.info("engine: %s (%s); loss on %s", plan.engine.kind, plan.engine.reason,
+             "the answers" if plan.loss == "answer" else "every token")
     log.info("training %s: %d tensors, %.1fM parameters; memory about %s", plan.selection.spec,
              len(plan.selection.trained), plan.selection.n_params / 1e6, plan.need.describe())
     notes = []
@@ -361,12 +396,25 @@ class TrainingData:
     train_text: str = ""  # route B: the same rendered records as plain text, and its token count
     n_text_tokens: int = 0
 
-    def train_windows(self, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        return render.epoch_windows(self.split.train_records, self.n_ctx, pad=self.pad, packing=self.packing,
-                                    stride=self.stride, seed=seed, epoch=epoch)
+    def train_windows(self, seed: int, epoch: int, loss: str) -> Windows:
+        """An epoch's windows; the answers are trained (`--loss answer`) or every token of the records."""
+        records = self.split.train_records if loss == "answer" else self._whole()
+        tokens, trained = render.epoch_windows(records, self.n_ctx, pad=self.pad, packing=self.packing,
+                                               stride=self.stride, seed=seed, epoch=epoch)
+        return Windows(tokens, trained).with_targets()
 
-    def heldout_windows(self) -> np.ndarray:
-        return render.pack(self.split.heldout_records, self.n_ctx, self.pad)[0]
+    def heldout_windows(self) -> Windows:
+        """The held-out records, whole records per window, their answers scored."""
+        return Windows(*render.pack(self.split.heldout_records, self.n_ctx, self.pad)).with_targets()
+
+    def _whole(self) -> list[render.Record]:
+        """The training records with every token trained but their first (which follows another record)."""
+        whole = []
+        for record in self.split.train_records:
+            trained = np.ones(len(record.tokens), bool)
+            trained[0] = False
+            whole.append(render.Record(record.tokens, trained))
+        return whole
 
 
 def _training_data(config: FinetuneConfig, info: validate.ModelInfo, program: Path | None) -> TrainingData:
@@ -422,7 +470,7 @@ def _working_copy(config: FinetuneConfig, info: validate.ModelInfo, plan: TrainP
         from jenova_fast.finetune.probe import probe
 
         probe(work, plan.selection.trained, config.n_ctx or 256, architecture=info.architecture,
-              spec=plan.selection.spec)
+              spec=plan.selection.spec, engine=plan.engine.kind)
     return work
 
 
@@ -431,9 +479,10 @@ class _EpochFeed:
     epochs were chosen, not given): then an empty epoch, which ends training. Watches the progress for the
     epoch's running loss and passes it on."""
 
-    def __init__(self, data: TrainingData, config: FinetuneConfig, settings: Settings,
+    def __init__(self, data: TrainingData, config: FinetuneConfig, settings: Settings, plan: TrainPlan,
                  progress: ProgressCallback | None) -> None:
         self.data, self.seed, self.stop, self.user = data, config.seed, settings.early_stop, progress
+        self.plan = plan
         self.epoch_loss: float | None = None
         self.stopped: str | None = None
 
@@ -443,15 +492,15 @@ class _EpochFeed:
         if self.user is not None:
             self.user(p)
 
-    def __call__(self, epoch: int) -> np.ndarray:
+    def __call__(self, epoch: int) -> Windows:
         if self.stopped is None and epoch > 0 and self.stop is not None and self.epoch_loss is not None:
             reason = self.stop(self.epoch_loss)
             if reason:
                 self.stopped = f"after epoch {epoch}: {reason}"
                 log.info("stopping %s", self.stopped)
         if self.stopped:
-            return np.zeros((0, self.data.n_ctx + 1), np.int32)
-        return self.data.train_windows(self.seed, epoch)[0]
+            return Windows(np.zeros((0, self.data.n_ctx + 1), np.int32))
+        return _for_engine(self.data.train_windows(self.seed, epoch, self.plan.loss), self.plan)
 
 
 def _train(config: FinetuneConfig, plan: TrainPlan, data: TrainingData, settings: Settings, feed: _EpochFeed,
@@ -465,9 +514,14 @@ def _train(config: FinetuneConfig, plan: TrainPlan, data: TrainingData, settings
         notes.append("llama-finetune does not parse special tokens: end-of-turn markers were trained as text")
         return train_program(program, data.work, trained, text_file, data.n_text_tokens, n_ctx=settings.n_ctx,
                              epochs=settings.epochs, lr=settings.lr, threads=threads, progress=feed.progress)
-    return train_inprocess(data.work, trained, feed, data.heldout_windows(), epochs=settings.epochs, lr=settings.lr,
-                           threads=threads, trained=frozenset(plan.selection.trained), gpu_layers=config.gpu_layers,
-                           progress=feed.progress)
+    return train_inprocess(data.work, trained, feed, _for_engine(data.heldout_windows(), plan), epochs=settings.epochs,
+                           lr=settings.lr, threads=threads, trained=frozenset(plan.selection.trained),
+                           gpu_layers=config.gpu_layers, progress=feed.progress, engine_kind=plan.engine.kind)
+
+
+def _for_engine(windows: Windows, plan: TrainPlan) -> Windows:
+    """The stock engine cannot leave tokens out of the loss: it trains and scores every token of a window."""
+    return windows.everything_trained() if plan.engine.kind == "stock" else windows
 
 
 def _check_result(final: Path, info: validate.ModelInfo, data: TrainingData, before: evaluate.LossReport,
