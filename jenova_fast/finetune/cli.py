@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=("answer", "all"), default=None,
                    help="answer: train the assistant's answers, not the questions (default on the patched engine); "
                         "all: every token (the stock engine's only choice)")
+    p.add_argument("--adapter", default=None, metavar="lora[:RANK]",
+                   help="train a LoRA adapter (default rank 16) over the frozen base, on the matrices --train names "
+                        "(default: every attention and FFN projection), and write it to models/jenova-lora.gguf "
+                        "(a few MB; llama.cpp's --lora and llama-cpp-python's lora_path load it); patched engine")
+    p.add_argument("--lora-alpha", type=float, default=None,
+                   help="the adapter's update is scaled by alpha/rank (default: alpha = rank)")
+    p.add_argument("--merge", type=Path, default=None, metavar="FILE.gguf",
+                   help="with --adapter: also write the base with the adapter folded in, requantized to the base's "
+                        "types, for runtimes that cannot load adapters")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     return p
 
@@ -140,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, train=args.train, requantize=args.requantize,
         stride={"half": args.ctx // 2, "ctx": args.ctx}.get(args.stride, args.stride),  # type: ignore[arg-type]
         gpu_layers=args.gpu_layers, memory_available=args.max_memory, eval_data=args.eval_data, plot=args.plot,
-        engine=args.engine, loss=args.loss,
+        engine=args.engine, loss=args.loss, adapter=args.adapter, lora_alpha=args.lora_alpha,
+        merge=args.merge,
     )
     display = None if args.quiet else ProgressDisplay(sys.stderr)
     try:
