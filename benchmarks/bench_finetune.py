@@ -44,6 +44,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     from jenova_fast.finetune.train_inprocess import train_inprocess
     from jenova_fast.finetune.trainable import select
     from jenova_fast.finetune.validate import inspect_model
+    from jenova_fast.finetune.windows import Windows
 
     info = inspect_model(spec["base"])
     selection = select(spec["train"], info.tensors, info.n_layer)
@@ -58,8 +59,9 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
                 "types": sorted({t.work_type for t in work.tensors if not t.trained})}
     rng = np.random.default_rng(0)
     rows = rng.integers(0, info.n_vocab, size=(spec["steps"] + 2, spec["ctx"] + 1), dtype=np.int32)
-    result = train_inprocess(spec["work"], None, lambda _epoch: rows[:-1], rows[-1:], epochs=1, lr=1e-5,
-                             threads=spec["threads"], trained=frozenset(selection.trained))
+    result = train_inprocess(spec["work"], None, lambda _epoch: Windows(rows[:-1]), Windows(rows[-1:]), epochs=1,
+                             lr=1e-5, threads=spec["threads"], trained=frozenset(selection.trained),
+                             engine_kind=spec.get("engine", "auto"))
     steady = sorted(result.step_seconds[1:])
     per_step = steady[len(steady) // 2]
     return {"s_per_step": per_step, "tokens_per_s": spec["ctx"] / per_step,
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="on the first model: last:2 with frozen tensors kept as Q4_K_M stores them vs Q8_0/F16/F32")
     p.add_argument("--study-train", default="last:2", help="the --train of the frozen-type study")
     p.add_argument("--tied", action="store_true", help="the models' real layout: output head tied to token_embd")
+    p.add_argument("--engines", default="stock,patched",
+                   help="llama.cpp engines to time each config on, in turn (default: %(default)s)")
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -182,10 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {time.strftime('%Y-%m-%d')} {platform.node()} {os.cpu_count()} cpus, threads {args.threads}, "
           f"ctx {args.ctx}, {args.steps} timed steps; demo record median {per_record:.0f} tokens", flush=True)
     rows: list[dict[str, Any]] = []
-    header = "| model | train | base | s/step | tokens/s | peak RSS | estimate | h/1k insights | vs |"
+    header = "| model | train | base | engine | s/step | tokens/s | peak RSS | estimate | h/1k insights | vs |"
     print(header + "\n" + "|---" * (header.count("|") - 1) + "|")
     for key in args.models.split(","):
-        baseline = None
         for config in filter(None, args.configs.split(",")):
             spec, _, qtype = config.rpartition(":")
             base = ensure_model(args.folder, key, qtype, tied=args.tied).path
@@ -195,19 +198,28 @@ def main(argv: list[str] | None = None) -> int:
                                    "available_mb": have / 2**20}
             if need * 1.15 > have:
                 row["skipped"] = f"needs ~{need / 2**30:.1f} GiB, {have / 2**30:.1f} GiB available"
-            else:
-                work = _run_child({"phase": "work", "base": str(base), "train": spec})
-                row.update(work)
+                rows.append(row)
+                _print(row)
+                continue
+            work = _run_child({"phase": "work", "base": str(base), "train": spec})
+            by_engine: dict[str, dict[str, Any]] = {}
+            for engine in args.engines.split(","):  # the engines back to back, so the machine's load drifts less
+                row = {**row, "engine": engine, **work}
                 if "error" not in work:
                     row.update(_run_child({"phase": "train", "base": str(base), "work": work["work"], "train": spec,
-                                           "ctx": args.ctx, "threads": args.threads, "steps": args.steps}))
-            if "s_per_step" in row:
-                row["hours_per_1k"] = 1000 * per_record * 2 / args.ctx * row["s_per_step"] / 3600
-                baseline = baseline or row
-                row["speedup_vs_first"] = baseline["s_per_step"] / row["s_per_step"]
-                row["rss_vs_first"] = row["peak_rss_mb"] / baseline["peak_rss_mb"]
-            rows.append(row)
-            _print(row)
+                                           "ctx": args.ctx, "threads": args.threads, "steps": args.steps,
+                                           "engine": engine}))
+                if "s_per_step" in row:
+                    row["hours_per_1k"] = 1000 * per_record * 2 / args.ctx * row["s_per_step"] / 3600
+                    first = by_engine.get(args.engines.split(",")[0])
+                    if first is not None and first is not row:
+                        row["speedup_vs_first"] = first["s_per_step"] / row["s_per_step"]
+                        row["first_engine"] = first["engine"]
+                        row["rss_vs_first"] = row["peak_rss_mb"] / first["peak_rss_mb"]
+                    by_engine[engine] = row
+                rows.append(row)
+                _print(row)
+            row = by_engine.get("patched") or row
             if not args.no_peers and "s_per_step" in row and qtype == "F32":
                 peers = []
                 if spec == "all" and program is not None:
@@ -249,17 +261,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print(row: dict[str, Any]) -> None:
     if "skipped" in row or "error" in row:
-        print(f"| {row['model']} | {row['train']} | {row['base']} | {row.get('skipped') or row.get('error')} "
-              f"| | | {row.get('estimate_mb', 0) / 1024:.1f} GiB | | |", flush=True)
+        print(f"| {row['model']} | {row['train']} | {row['base']} | {row.get('engine', '')} | "
+              f"{row.get('skipped') or row.get('error')} | | | {row.get('estimate_mb', 0) / 1024:.1f} GiB | | |",
+              flush=True)
         return
     est = f"{row['estimate_mb'] / 1024:.2f} GiB" if "estimate_mb" in row else ""
     hours = f"{row['hours_per_1k']:.2f}" if "hours_per_1k" in row else ""
-    versus = (f"{row['speedup_vs_first']:.2f}x faster, {row['rss_vs_first']:.2f}x RSS"
-              if "speedup_vs_first" in row else "")
+    versus = (f"{row['speedup_vs_first']:.2f}x faster than {row['first_engine']}, "
+              f"{row['rss_vs_first']:.2f}x RSS" if "speedup_vs_first" in row else "")
     if "ours_vs_peer" in row:
         versus = f"ours takes {row['ours_vs_peer']:.2f}x its time"
     tokens = f"{row.get('tokens_per_s', 0):.0f}" if "tokens_per_s" in row else ""
-    print(f"| {row['model']} | {row['train']} | {row['base']} | {row['s_per_step']:.2f} | {tokens} | "
+    print(f"| {row['model']} | {row['train']} | {row['base']} | {row.get('engine', '')} | {row['s_per_step']:.2f} "
+          f"| {tokens} | "
           f"{row['peak_rss_mb'] / 1024:.2f} GiB | {est} | {hours} | {versus} |", flush=True)
 
 

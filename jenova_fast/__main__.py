@@ -1,5 +1,3 @@
-import sys
+from jenova_fast.cli import entry
 
-from jenova_fast.cli import main
-
-sys.exit(main())
+entry()

@@ -5,7 +5,8 @@ Every file the project writes goes through `atomic_write` (or `temporary` for wr
 a temp file beside the target, named `.<target>.<start ns>.<pid>.jenova-tmp` and flock-ed while its
 writer lives, then fsync, rename, fsync of the directory. A `kill -9` leaves the temp file behind but
 not its lock, so the next write of the same target can tell it is dead and remove it (`sweep`), and a
-second live writer of the same target can be told apart from a dead one.
+second live writer of the same target can be told apart from a dead one. Under an entry point (`_signals`),
+a Ctrl-C or SIGTERM never lands between a temp file's creation and the arming of its removal, nor inside it.
 
 Light on purpose (no numpy, no numba): prepare, cpa and finetune all import it at start-up.
 """
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from jenova_fast._signals import deferred
+
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".jenova-tmp"
@@ -38,6 +41,15 @@ _CREATE_GRACE_S = 60.0
 
 def jenova_home() -> Path:
     return Path.home() / ".jenova-ai"
+
+
+def cache_home() -> Path:
+    """What can be rebuilt (the engine, working copies of models): `$JENOVA_FAST_CACHE`, else
+    `$XDG_CACHE_HOME/jenova-fast`, else `~/.cache/jenova-fast`. Never beside a base that may be read-only."""
+    if os.environ.get("JENOVA_FAST_CACHE"):
+        return Path(os.environ["JENOVA_FAST_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".cache") / "jenova-fast"
 
 
 def default_user() -> str:
@@ -204,15 +216,20 @@ def temporary(target: str | os.PathLike[str], *, directory: bool = False,
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep(target)
-    path, fd = _create(target, directory)
+    created = None
     try:
+        with deferred():  # a Ctrl-C lands once the temp file exists and its removal below is armed
+            created = _create(target, directory)
+        path = created[0]
         if exclusive is not None:
             _check_alone(target, path, exclusive)
         yield path
     finally:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            _remove(path)
+        if created is not None:
+            with deferred():  # ... and not halfway through the removal
+                os.close(created[1])
+                with contextlib.suppress(FileNotFoundError):
+                    _remove(created[0])
 
 
 @contextlib.contextmanager

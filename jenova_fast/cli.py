@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("jenova_fast.demo", "main", "write a synthetic insight store and prepare it"),
     "cpa": ("jenova_fast.cpa.cli", "main", "Cognitive Process Accelerator: observe, stats, reset"),
     "finetune": ("jenova_fast.finetune.cli", "main", "fine-tune a GGUF model on train.jsonl with llama.cpp"),
+    "engine": ("jenova_fast.engine.cli", "main", "build the patched llama.cpp that finetune trains with"),
     "install-model": ("jenova_fast.finetune.cli", "install_model_main", "install or roll back models/jenova.gguf"),
     "fleet": ("jenova_fast.fleet.cli", "main", "prepare, observe, fine-tune and install every user's model on Dask"),
 }
@@ -48,5 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     return int(func(rest) or 0)
 
 
+def entry() -> None:
+    """The `jenova-fast` console script and `python -m jenova_fast`: main() under the one way every command
+    ends on Ctrl-C or SIGTERM (`_signals`), installed before the subcommand's imports."""
+    from jenova_fast._signals import run
+
+    command = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS else None
+    run(main, f"jenova-fast {command}" if command else "jenova-fast")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -249,3 +249,27 @@ def test_a_hostile_chat_template_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "SecurityError" in proc.stderr and str(model) in proc.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize("where", ["gguf", "file"])
+def test_a_chat_template_with_a_syntax_error_is_a_one_line_error_in_finetune(tmp_path, where):
+    """The same data given to `finetune`: a template Jinja cannot compile (from the base or --template FILE)
+    was a TemplateSyntaxError traceback; now one line naming where it came from and --template, exit 1."""
+    pytest.importorskip("llama_cpp", reason="the finetune extra (llama-cpp-python) is not installed")
+    from jenova_fast.finetune.tiny_model import write_tiny_model
+    from tests.finetune.conftest import chat_records, write_jsonl
+
+    broken = "{% for m in messages %}{{ m.content }\n{% endfor %}"
+    model = write_tiny_model(tmp_path / "base.gguf", chat_template=broken if where == "gguf" else None)
+    extra = []
+    if where == "file":
+        (tmp_path / "t.jinja").write_text(broken, encoding="utf-8")
+        extra = ["--template", tmp_path / "t.jinja"]
+    data = write_jsonl(tmp_path / "train.jsonl", chat_records(20))
+    proc = run_cli("finetune", "--base", model, "--data", data, "--out", tmp_path / "out.gguf", "--quiet", *extra)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    source = f"{model}: its tokenizer.chat_template" if where == "gguf" else f"--template {tmp_path / 't.jinja'}"
+    assert line.startswith(f"finetune: error: {source} is not a valid Jinja template (TemplateSyntaxError at line 1")
+    assert "--template NAME" in line
+    assert not (tmp_path / "out.gguf").exists()

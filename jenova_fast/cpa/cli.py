@@ -11,6 +11,7 @@ import sys
 import time
 
 from jenova_fast._fs import UnsafePathError, user_component
+from jenova_fast._signals import status as interrupted_status
 from jenova_fast.cpa.accelerator import CPA
 from jenova_fast.cpa.function_words import StopwordsError
 from jenova_fast.cpa.observe import ObserveError, ObserveReport
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # each observe is one transaction: the state has all of it or none
         print("jenova-fast cpa: interrupted; the state was left as the last completed save wrote it",
               file=sys.stderr)
-        return 130
+        return interrupted_status()
     except BrokenPipeError:  # `stats | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

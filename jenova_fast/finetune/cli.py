@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from jenova_fast._fs import BusyError
+from jenova_fast._signals import status as interrupted_status
+from jenova_fast.engine import ENGINES
 from jenova_fast.finetune import install
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.pipeline import TRAINERS, FinetuneConfig, finetune
@@ -64,12 +65,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", type=Path, default=None,
                    help="held-out records of their own (prepare --eval-fraction's eval.jsonl) instead of a split")
     p.add_argument("--plot", type=Path, default=None, help="write train and held-out loss against steps to a PNG")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="the llama.cpp to train with: patched (`jenova-fast engine build`: the backward pass as GEMM, "
+                        "LayerNorm/GELU models whole, answer-only loss), stock (llama-cpp-python's), or auto: "
+                        "patched when built (default)")
+    p.add_argument("--loss", choices=("answer", "all"), default=None,
+                   help="answer: train the assistant's answers, not the questions (default on the patched engine); "
+                        "all: every token (the stock engine's only choice)")
+    p.add_argument("--adapter", default=None, metavar="lora[:RANK]",
+                   help="train a LoRA adapter (default rank 16) over the frozen base, on the matrices --train names "
+                        "(default: every attention and FFN projection), and write it to models/jenova-lora.gguf "
+                        "(a few MB; llama.cpp's --lora and llama-cpp-python's lora_path load it); patched engine")
+    p.add_argument("--lora-alpha", type=float, default=None,
+                   help="the adapter's update is scaled by alpha/rank (default: alpha = rank)")
+    p.add_argument("--merge", type=Path, default=None, metavar="FILE.gguf",
+                   help="with --adapter: also write the base with the adapter folded in, requantized to the base's "
+                        "types, for runtimes that cannot load adapters")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     return p
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def stride_arg(text: str) -> int | str:
@@ -136,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, train=args.train, requantize=args.requantize,
         stride={"half": args.ctx // 2, "ctx": args.ctx}.get(args.stride, args.stride),  # type: ignore[arg-type]
         gpu_layers=args.gpu_layers, memory_available=args.max_memory, eval_data=args.eval_data, plot=args.plot,
+        engine=args.engine, loss=args.loss, adapter=args.adapter, lora_alpha=args.lora_alpha,
+        merge=args.merge,
     )
     display = None if args.quiet else ProgressDisplay(sys.stderr)
-    signal.signal(signal.SIGTERM, _interrupt)  # a polite kill ends like Ctrl-C: cleanly, nothing written
     try:
         report = finetune(config, progress=display)
     except FinetuneError as exc:
@@ -155,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if display is not None:
             display.close()
         print(f"finetune: interrupted; nothing was written and {args.out} was not touched", file=sys.stderr)
-        return 130
+        return interrupted_status()
     finally:
         if display is not None:
             display.close()
@@ -168,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{report.trained_params / 1e6:.1f}M parameters; {report.train_choice})", file=sys.stderr)
     placed = f"installed {report.installed}" if report.installed else f"wrote {report.out}"
     kept = f" (previous kept as {report.previous})" if report.previous else ""
-    print(f"finetune: held-out loss {report.heldout_loss_before:.3f} -> {report.heldout_loss_after:.3f} nats/token, "
-          f"{report.steps} steps in {report.seconds_train:.1f} s ({1000 * report.seconds_per_step:.1f} ms/step, "
-          f"{report.threads} threads); {placed}{kept}; report {report.report}")
+    unit = "nats/answer token" if report.loss == "answer" else "nats/token"
+    print(f"finetune: held-out loss {report.heldout_loss_before:.3f} -> {report.heldout_loss_after:.3f} {unit} "
+          f"({report.engine} engine), {report.steps} steps in {report.seconds_train:.1f} s "
+          f"({1000 * report.seconds_per_step:.1f} ms/step, {report.threads} threads); {placed}{kept}; "
+          f"report {report.report}")
     return 0
 
 
@@ -202,5 +218,5 @@ def install_model_main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # every step is atomic: the models folder is as it was, or fully changed
         print(f"install-model: interrupted; {target} is a complete model (the old or the new one)", file=sys.stderr)
-        return 130
+        return interrupted_status()
     return 0

@@ -10,9 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from jenova_fast import _fs
+from jenova_fast.engine import Choice
 from jenova_fast.finetune import evaluate, memory, render, runtime, trainable, validate, working_copy
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.install import (
@@ -25,6 +24,7 @@ from jenova_fast.finetune.install import (
 from jenova_fast.finetune.metadata import open_reader, read_kv, restored_keys
 from jenova_fast.finetune.train_inprocess import ProgressCallback, TrainResult, train_inprocess
 from jenova_fast.finetune.train_program import ENV_VAR, find_program, train_program
+from jenova_fast.finetune.windows import Windows
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ class FinetuneConfig:
     gpu_layers: int = 0  # llama.cpp's n_gpu_layers (-1: all)
     memory_available: int | None = None  # bytes; None: what the machine has available now
     plot: Path | None = None  # a PNG of train and held-out loss against steps
+    engine: str = "auto"  # patched | stock | auto (patched when built)
+    loss: str | None = None  # answer | all; None: answer on the patched engine (stock can only train all)
+    adapter: str | None = None  # lora[:RANK]: train a LoRA adapter over the frozen base instead (finetune/lora.py)
+    lora_alpha: float | None = None  # default: the rank
+    merge: Path | None = None  # with `adapter`: also write the base with the update folded in here
 
 
 @dataclass
@@ -66,6 +71,9 @@ class FinetuneReport:
     installed: str | None
     previous: str | None
     trainer: str
+    engine: str  # the llama.cpp that trained: patched or stock
+    engine_choice: str  # why
+    loss: str  # answer (the assistant's tokens) or all (every token)
     n_ctx: int
     stride: int
     threads: int
@@ -106,6 +114,8 @@ class FinetuneReport:
 
 @dataclass(frozen=True)
 class TrainPlan:
+    engine: Choice
+    loss: str
     selection: trainable.Selection
     work: working_copy.WorkPlan
     need: memory.MemoryEstimate
@@ -117,9 +127,12 @@ class TrainPlan:
 def plan_training(info: validate.ModelInfo, config: FinetuneConfig) -> TrainPlan:
     """What is trained, what the working copy holds, and what it costs in memory; refuses what cannot fit."""
     reader = open_reader(info.path)
+    engine = runtime.choose_engine(config.engine) if config.trainer == "inprocess" else Choice(
+        "stock", "--trainer llama-finetune is the user's own program")
+    loss = _loss(config, engine, info)
     gpu = config.gpu_layers != 0
     if gpu:
-        runtime.check_gpu_offload()
+        runtime.check_gpu_offload(engine.kind)
 
     have = memory.available_memory() if config.memory_available is None else config.memory_available
 
@@ -139,27 +152,52 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig) -> TrainPlan
         return selection, need
 
     plans: dict[str, working_copy.WorkPlan] = {}
-    spec = config.train or trainable.default_spec(info.architecture)
+    spec = config.train or trainable.default_spec(info.architecture, engine.kind)
     if spec is not None:
         selection, need = estimate_for(spec)
-        probe = trainable.check_architecture(info.architecture, selection, info.path)
+        probe = trainable.check_architecture(info.architecture, selection, info.path, engine.kind)
         memory.check(selection, need, have, info.path, config.n_ctx)
         choice = ("given with --train" if config.train else
                   f"head: architecture {info.architecture!r} can only train what lies after its blocks")
     else:
         selection, need, tried = memory.choose(info.n_layer, estimate_for, have, info.path)
-        probe = trainable.check_architecture(info.architecture, selection, info.path)
+        probe = trainable.check_architecture(info.architecture, selection, info.path, engine.kind)
         choice = (f"chosen for {memory.gib(have)} available: {selection.spec} needs {memory.gib(need.total)}"
                   + (f" ({'; '.join(tried)} would not fit)" if tried else ""))
     if config.trainer == "llama-finetune" and selection.spec != "all":
         raise FinetuneError(f"--train {selection.spec}: llama-finetune trains every F32 tensor and has no filter; "
                             "use the in-process trainer (the default) to train a subset, or --train all")
     if gpu:
-        memory.check_gpu(need, sum(d.free for d in runtime.gpu_devices()), info.path)
+        memory.check_gpu(need, sum(d.free for d in runtime.gpu_devices(engine.kind)), info.path)
     work = plans[selection.spec]
     if work.lean:
         choice += "; frozen matrices on the backward path kept in Q8_0 (F32 would not fit)"
-    return TrainPlan(selection, work, need, choice, probe, have)
+    return TrainPlan(engine, loss, selection, work, need, choice, probe, have)
+
+
+def _scored(windows: Windows, loss: str) -> Windows:
+    """The windows as the loss sees them: answers only (and no window without one), or every token."""
+    return windows.with_targets() if loss == "answer" else windows.everything_trained()
+
+
+def _loss(config: FinetuneConfig, engine: Choice, info: validate.ModelInfo) -> str:
+    """answer (the default where the engine can mask) or all; refuses what the engine cannot do."""
+    if config.loss not in (None, "answer", "all"):
+        raise FinetuneError(f"--loss {config.loss!r}: answer (train the assistant's answers) or all (every token)")
+    if engine.kind == "stock":
+        if config.loss == "answer":
+            raise FinetuneError("--loss answer needs the patched engine (the stock llama.cpp trains every token); "
+                                "build it: jenova-fast engine build (once, about 6 minutes), or use --loss all")
+        return "all"
+    offloads_output = config.gpu_layers < 0 or config.gpu_layers > info.n_layer
+    if offloads_output and config.loss != "all":
+        # the loss mask patches the CPU cross-entropy kernels; with the output layer on a GPU the loss runs there
+        if config.loss == "answer":
+            raise FinetuneError(f"--loss answer with --gpu-layers {config.gpu_layers}: the output layer and the loss "
+                                f"would run on the GPU, whose loss kernel has no mask; use --gpu-layers {info.n_layer} "
+                                "(every block, the loss on the CPU) or --loss all")
+        return "all"
+    return config.loss or "answer"
 
 
 def _check_config(config: FinetuneConfig) -> Path | None:
@@ -186,6 +224,10 @@ def _check_config(config: FinetuneConfig) -> Path | None:
 def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -> FinetuneReport:
     """Fine-tune `config.base` on `config.data` and write `config.out`; raises FinetuneError on bad input.
     Ctrl-C (KeyboardInterrupt) ends it within one chunk of steps with nothing written or installed."""
+    if config.adapter is not None:
+        from jenova_fast.finetune.lora import finetune_lora
+
+        return finetune_lora(config, progress)  # type: ignore[no-any-return]
     started = time.perf_counter()
     program = _check_config(config)
     threads = runtime.pick_threads(config.threads)
@@ -194,7 +236,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     plan = plan_training(info, config)
     notes = _plan_notes(plan)
     data = _training_data(config, info, plan, program)
-    before = evaluate.heldout_loss(data.work, data.heldout_windows, threads, gpu_layers=config.gpu_layers)
+    before = evaluate.heldout_loss(data.work, _scored(data.heldout_windows, plan.loss), threads,
+                                   gpu_layers=config.gpu_layers)
     log.info("held-out loss before: %.4f nats/token", before.loss)
 
     with _fs.temporary(out, directory=True, exclusive="--out") as tmp:
@@ -204,7 +247,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         requantized = working_copy.assemble(tmp / "trained.gguf", base, plan.work, final,
                                             requantize=config.requantize, set_from=restore)
         (tmp / "trained.gguf").unlink()
-        after = _check_result(final, info, data, before, config, threads)
+        after = _check_result(final, info, data, before, config, threads, plan.loss)
         smoke_messages = data.split.heldout_conversations[0]
         reply = evaluate.smoke_generate(final, smoke_messages, max_tokens=config.smoke_tokens, threads=threads)
         placed = install_model(final, out, validate=False, move=True)
@@ -215,7 +258,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         base=str(base), working_copy=str(data.work), out=str(out),
         installed=str(installed.installed) if installed else None,
         previous=str(installed.previous) if installed and installed.previous else None,
-        trainer=config.trainer, n_ctx=config.n_ctx, stride=data.stride, threads=threads,
+        trainer=config.trainer, engine=plan.engine.kind, engine_choice=plan.engine.reason, loss=plan.loss,
+        n_ctx=config.n_ctx, stride=data.stride, threads=threads,
         gpu_layers=config.gpu_layers, lr=config.lr, epochs=config.epochs,
         train_spec=plan.selection.spec, train_choice=plan.choice, trained_tensors=list(plan.selection.trained),
         trained_params=plan.selection.n_params, converted=plan.work.converted,
@@ -248,6 +292,8 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
 
 
 def _plan_notes(plan: TrainPlan) -> list[str]:
+    log.info("engine: %s (%s); loss on %s", plan.engine.kind, plan.engine.reason,
+             "the answers" if plan.loss == "answer" else "every token")
     log.info("training %s: %d tensors, %.1fM parameters (%s); memory about %s", plan.selection.spec,
              len(plan.selection.trained), plan.selection.n_params / 1e6, plan.choice, plan.need.describe())
     notes = []
@@ -264,13 +310,13 @@ class TrainingData:
     template: str
     split: render.TokenSplit
     stride: int
-    heldout_windows: np.ndarray
+    heldout_windows: Windows
     skipped: int
     train_text: str = ""  # route B: the same rendered records as plain text, and its token count
     n_text_tokens: int = 0
 
-    def train_windows(self, n_ctx: int, seed: int, epoch: int) -> np.ndarray:
-        return render.epoch_windows(self.split.train_records, n_ctx, self.stride, seed=seed, epoch=epoch)
+    def train_windows(self, n_ctx: int, seed: int, epoch: int) -> Windows:
+        return Windows(render.epoch_windows(self.split.train_records, n_ctx, self.stride, seed=seed, epoch=epoch))
 
 
 def _training_data(config: FinetuneConfig, info: validate.ModelInfo, plan: TrainPlan,
@@ -284,7 +330,8 @@ def _training_data(config: FinetuneConfig, info: validate.ModelInfo, plan: Train
     if plan.probe:
         from jenova_fast.finetune.probe import probe
 
-        probe(work, plan.selection.trained, config.n_ctx, architecture=info.architecture, spec=plan.selection.spec)
+        probe(work, plan.selection.trained, config.n_ctx, architecture=info.architecture, spec=plan.selection.spec,
+              engine=plan.engine.kind)
 
     stride = config.stride or config.n_ctx // 2
     train_text, n_text_tokens = "", 0
@@ -300,7 +347,8 @@ def _training_data(config: FinetuneConfig, info: validate.ModelInfo, plan: Train
             train_text = "".join(split.train_texts)
             n_text_tokens = len(runtime.tokenize(vocab_model, train_text, parse_special=False, add_bos=True))
     validate.check_tokens(config.data, len(split.train), len(split.heldout), config.n_ctx)
-    prepared = TrainingData(work, template, split, stride, render.windows(split.heldout, config.n_ctx, config.n_ctx),
+    heldout = Windows(render.windows(split.heldout, config.n_ctx, config.n_ctx))
+    prepared = TrainingData(work, template, split, stride, heldout,
                             data.skipped + split.skipped_render, train_text, n_text_tokens)
     log.info("%d records (%d held out, %d skipped): %d training windows (stride %d), %d held-out windows of %d "
              "tokens", split.n_train_records + split.n_heldout_records, split.n_heldout_records, prepared.skipped,
@@ -320,18 +368,20 @@ def _train(config: FinetuneConfig, plan: TrainPlan, data: TrainingData, program:
         notes.append("llama-finetune does not parse special tokens: end-of-turn markers were trained as text")
         return train_program(program, data.work, trained, text_file, data.n_text_tokens, n_ctx=config.n_ctx,
                              epochs=config.epochs, lr=config.lr, threads=threads, progress=progress)
-    return train_inprocess(data.work, trained, lambda epoch: data.train_windows(config.n_ctx, config.seed, epoch),
-                           data.heldout_windows, epochs=config.epochs, lr=config.lr, threads=threads,
-                           trained=frozenset(plan.selection.trained), gpu_layers=config.gpu_layers,
-                           progress=progress)
+    return train_inprocess(data.work, trained,
+                           lambda epoch: _scored(data.train_windows(config.n_ctx, config.seed, epoch), plan.loss),
+                           _scored(data.heldout_windows, plan.loss), epochs=config.epochs, lr=config.lr,
+                           threads=threads, trained=frozenset(plan.selection.trained), gpu_layers=config.gpu_layers,
+                           progress=progress, engine_kind=plan.engine.kind)
 
 
 def _check_result(final: Path, info: validate.ModelInfo, data: TrainingData, before: evaluate.LossReport,
-                  config: FinetuneConfig, threads: int) -> evaluate.LossReport:
+                  config: FinetuneConfig, threads: int, loss: str) -> evaluate.LossReport:
     """The assembled model loads, kept its metadata, and is better than the base on the held-out records."""
     _check_restored(final, info, data.template)
     validate_model_file(final)
-    after = evaluate.heldout_loss(final, data.heldout_windows, threads, gpu_layers=config.gpu_layers)
+    after = evaluate.heldout_loss(final, _scored(data.heldout_windows, loss), threads,
+                                  gpu_layers=config.gpu_layers)
     log.info("held-out loss after: %.4f nats/token", after.loss)
     if not after.loss < before.loss:  # also catches NaN
         raise FinetuneError(

@@ -4,7 +4,7 @@ ggml aborts the whole process (SIGABRT) when a graph needs a backward pass it do
 GELU, GEGLU, ...); that must never happen to the user's process, so an unknown architecture is tried here
 first, on the real working copy and the real tensor selection, and refused with ggml's own words if it dies.
 
-    python -m jenova_fast.finetune.probe WORK.gguf N_CTX NAMES.txt
+    python -m jenova_fast.finetune.probe WORK.gguf N_CTX NAMES.txt [ENGINE]
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ from jenova_fast.finetune.errors import FinetuneError
 log = logging.getLogger(__name__)
 
 
-def probe(work: Path, trained: tuple[str, ...], n_ctx: int, *, architecture: str, spec: str) -> None:
-    """Raise FinetuneError if one step of training `trained` in `work` kills the process."""
+def probe(work: Path, trained: tuple[str, ...], n_ctx: int, *, architecture: str, spec: str,
+          engine: str = "stock") -> None:
+    """Raise FinetuneError if one step of training `trained` in `work` on `engine` kills the process."""
     log.info("probing one training step of architecture %r in a child process", architecture)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as names:
         names.write("\n".join(trained))
     try:
-        done = subprocess.run([sys.executable, "-m", "jenova_fast.finetune.probe", str(work), str(n_ctx), names.name],
+        done = subprocess.run([sys.executable, "-m", "jenova_fast.finetune.probe", str(work), str(n_ctx), names.name,
+                               engine],
                               capture_output=True, text=True, timeout=3600, check=False)
     finally:
         os.unlink(names.name)
@@ -43,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from jenova_fast.finetune.train_inprocess import train_inprocess
+    from jenova_fast.finetune.windows import Windows
 
-    work, n_ctx, names_file = (argv or sys.argv[1:])[:3]
+    work, n_ctx, names_file, *engine = (argv or sys.argv[1:])[:4]
     trained = frozenset(Path(names_file).read_text(encoding="utf-8").split())
     rows = np.full((2, int(n_ctx) + 1), 1, dtype=np.int32)
-    train_inprocess(work, None, lambda _epoch: rows[:1], rows[1:], epochs=1, lr=1e-9, threads=1, trained=trained)
+    train_inprocess(work, None, lambda _epoch: Windows(rows[:1]), Windows(rows[1:]), epochs=1, lr=1e-9, threads=1,
+                    trained=trained, engine_kind=engine[0] if engine else "stock")
     return 0
 
 

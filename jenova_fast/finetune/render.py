@@ -47,14 +47,32 @@ def resolve_template(model: Path, from_gguf: str | None, template: str | None) -
             return names[template]
         path = Path(template)
         if path.is_file():
-            return path.read_text(encoding="utf-8")
+            return _compiles(path.read_text(encoding="utf-8"), f"--template {template}",
+                             f"fix the file, or pass --template NAME ({', '.join(names)})")
         raise FinetuneError(f"--template {template!r}: neither a known name ({', '.join(names)}) nor a file")
     if from_gguf:
-        return from_gguf
+        return _compiles(from_gguf, f"{model}: its tokenizer.chat_template",
+                         f"pass --template NAME ({', '.join(names)}) or --template FILE.jinja with the format the "
+                         "base model was instruction-tuned on")
     raise FinetuneError(
         f"{model}: the model has no tokenizer.chat_template; pass --template NAME ({', '.join(names)}) "
         "or --template FILE.jinja with the format the base model was instruction-tuned on"
     )
+
+
+def _compiles(template: str, source: str, fix: str) -> str:
+    """A template is data (a model's metadata, a user's file): one that Jinja cannot compile is one line naming
+    where it came from and what to pass instead, not a traceback."""
+    import jinja2
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    try:
+        Jinja2ChatFormatter(template, "", "")
+    except jinja2.TemplateError as exc:
+        where = f" at line {exc.lineno}" if isinstance(exc, jinja2.TemplateSyntaxError) else ""
+        raise FinetuneError(f"{source} is not a valid Jinja template ({type(exc).__name__}{where}: {exc}); "
+                            f"{fix}") from exc
+    return template
 
 
 @dataclass

@@ -1,8 +1,5 @@
-"""llama.cpp as llama-cpp-python installs it: import it or say how to get it, load models, make contexts.
-
-Everything here goes through llama-cpp-python's own ctypes bindings (`llama_cpp.llama_cpp`), which match
-the libllama they ship; only the training entry points need declarations of our own (`train_inprocess`).
-"""
+"""llama.cpp for the fine-tuning pipeline: the engines (`jenova_fast.engine`) as FinetuneErrors, models
+loaded, contexts made, text tokenized."""
 
 from __future__ import annotations
 
@@ -12,83 +9,52 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jenova_fast import _fs
+from jenova_fast.engine import Choice, Engine, EngineError, choose, load
 from jenova_fast.finetune.errors import FinetuneError
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'jenova-fast[finetune]'"
-# the struct layouts used here (llama_model_params.load_mode, llama_opt_params.optimizer_type, ...) are
-# those of llama.cpp as vendored by this release; older bindings would silently misplace fields
-MIN_LLAMA_CPP_PYTHON = (0, 3, 36)
 GGML_TYPE_F32 = 0
 LLAMA_LOAD_MODE_NONE = 0  # plain reads into writable buffers; training needs writable weights
 LLAMA_FLASH_ATTN_TYPE_DISABLED = 0  # FLASH_ATTN_EXT has no backward pass
 GGML_BACKEND_DEVICE_TYPE_GPU = 1  # enum ggml_backend_dev_type
 
 
-_LLAMA_LOG = logging.getLogger("jenova_fast.finetune.llama_cpp")
-# enum ggml_log_level -> logging level; llama.cpp's INFO chatter is DEBUG here, its warnings stay warnings.
-# 5 (CONT) continues the previous message.
-_LEVELS = {0: logging.CRITICAL, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
-_log_callback: Any = None
-_last_level = [logging.DEBUG]
-
-
-def llama_cpp_module() -> Any:
-    """`llama_cpp.llama_cpp` (the raw bindings), or a FinetuneError naming the install command.
-    llama.cpp's own log goes to `logging` (llama-cpp-python would print it to stderr)."""
-    global _log_callback
+def engine(kind: str = "stock") -> Engine:
+    """A loaded llama.cpp (`jenova_fast.engine`): its functions as llama-cpp-python names them. The stock one
+    scores, generates and tokenizes; training runs on the engine the run chose."""
     try:
-        import gguf  # noqa: F401  (needed by every step; fail here, once, with the same hint)
-        import llama_cpp.llama_cpp as lc
-    except ImportError as exc:
+        return load(kind)  # type: ignore[arg-type]
+    except EngineError as exc:
+        raise FinetuneError(str(exc)) from exc
+
+
+def llama_cpp_module() -> Engine:
+    """llama-cpp-python's llama.cpp, or a FinetuneError naming the install command."""
+    return engine("stock")
+
+
+def choose_engine(requested: str) -> Choice:
+    try:
+        return choose(requested)
+    except EngineError as exc:
+        raise FinetuneError(str(exc)) from exc
+
+
+def check_gpu_offload(kind: str = "stock") -> None:
+    """--gpu-layers needs a llama.cpp built with a GPU backend; say how to get one."""
+    if not engine(kind).llama_supports_gpu_offload():
         raise FinetuneError(
-            f"fine-tuning needs llama-cpp-python and gguf ({exc}); install them with: {INSTALL_HINT} "
-            "(llama-cpp-python builds llama.cpp from source, about 7 minutes on 2 cores)"
-        ) from exc
-    import llama_cpp
-
-    version = tuple(int(part) for part in llama_cpp.__version__.split(".")[:3] if part.isdigit())
-    if version < MIN_LLAMA_CPP_PYTHON:
-        raise FinetuneError(
-            f"llama-cpp-python {llama_cpp.__version__} is too old for in-process training (its llama.cpp "
-            f"structs differ); upgrade with: pip install -U 'llama-cpp-python>="
-            f"{'.'.join(map(str, MIN_LLAMA_CPP_PYTHON))}'"
-        )
-    if _log_callback is None:
-        import ctypes
-
-        @lc.llama_log_callback
-        def route(level: int, text: bytes, _userdata: Any) -> None:
-            _last_level[0] = py_level = _LEVELS.get(level, _last_level[0])
-            message = text.decode("utf-8", "replace").rstrip()
-            if message and _LLAMA_LOG.isEnabledFor(py_level):
-                _LLAMA_LOG.log(py_level, "%s", message)
-
-        _log_callback = route  # must outlive every call into llama.cpp
-        lc.llama_log_set(route, ctypes.c_void_p(0))
-    return lc
-
-
-def library_dir() -> Path:
-    """The folder with libllama.so and libggml-base.so shipped inside llama-cpp-python."""
-    lc = llama_cpp_module()
-    return Path(lc.__file__).parent / "lib"
-
-
-def check_gpu_offload() -> None:
-    """--gpu-layers needs a llama-cpp-python built with a GPU backend; say how to get one."""
-    if not llama_cpp_module().llama_supports_gpu_offload():
-        raise FinetuneError(
-            "--gpu-layers: this llama-cpp-python has no GPU backend; rebuild it with one, e.g. "
-            "CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall --no-cache-dir 'llama-cpp-python>=0.3.36' "
-            "(-DGGML_METAL=on on a Mac, -DGGML_VULKAN=on for Vulkan), or leave --gpu-layers at 0")
+            f"--gpu-layers: the {kind} engine has no GPU backend; "
+            + ("build it with one: jenova-fast engine build --gpu cuda (or metal, vulkan), " if kind == "patched" else
+               "rebuild llama-cpp-python with one, e.g. CMAKE_ARGS=\"-DGGML_CUDA=on\" pip install --force-reinstall "
+               "--no-cache-dir 'llama-cpp-python==0.3.36' (-DGGML_METAL=on on a Mac, -DGGML_VULKAN=on for Vulkan), ")
+            + "or leave --gpu-layers at 0")
 
 
 @dataclass(frozen=True)
@@ -98,18 +64,10 @@ class Device:
     total: int
 
 
-def gpu_devices() -> list[Device]:
+def gpu_devices(kind: str = "stock") -> list[Device]:
     """The GPUs llama.cpp's backends see (none in a CPU build), with their free memory, through libggml's
     device registry: what `--gpu-layers` will use."""
-    llama_cpp_module().llama_backend_init()
-    ggml = ctypes.CDLL(str(library_dir() / "libggml.so"))
-    p, size = ctypes.c_void_p, ctypes.c_size_t
-    for name, argtypes, restype in (("ggml_backend_dev_count", [], size), ("ggml_backend_dev_get", [size], p),
-                                    ("ggml_backend_dev_type", [p], ctypes.c_int),
-                                    ("ggml_backend_dev_name", [p], ctypes.c_char_p),
-                                    ("ggml_backend_dev_memory", [p, ctypes.POINTER(size), ctypes.POINTER(size)], None)):
-        fn = getattr(ggml, name)
-        fn.argtypes, fn.restype = argtypes, restype
+    ggml = engine(kind)
     devices = []
     for i in range(ggml.ggml_backend_dev_count()):
         dev = ggml.ggml_backend_dev_get(i)
@@ -133,17 +91,17 @@ def pick_threads(requested: int | None) -> int:
 
 @contextlib.contextmanager
 def load_model(path: str | os.PathLike[str], *, writable: bool = False, vocab_only: bool = False,
-               gpu_layers: int = 0) -> Iterator[Any]:
+               gpu_layers: int = 0, on: Engine | None = None, training: bool = False) -> Iterator[Any]:
     """A `llama_model *`, freed on exit. `writable` loads for training: without mmap, and without the CPU
     backend's weight repacking (a repacked frozen Q4_0/Q4_K matrix has no backend for the backward pass's
-    OUT_PROD, and ggml aborts). `gpu_layers` as llama.cpp's n_gpu_layers (-1: all)."""
-    lc = llama_cpp_module()
-    lc.llama_backend_init()
+    OUT_PROD, and ggml aborts). `gpu_layers` as llama.cpp's n_gpu_layers (-1: all). `on`: the engine (stock)."""
+    lc = on or llama_cpp_module()
     params = lc.llama_model_default_params()
     params.vocab_only = vocab_only
     params.n_gpu_layers = gpu_layers
     if writable:
         params.load_mode = LLAMA_LOAD_MODE_NONE
+    if writable or training:
         params.use_extra_bufts = False
     model = lc.llama_model_load_from_file(os.fsencode(path), params)
     if not model:
@@ -156,9 +114,11 @@ def load_model(path: str | os.PathLike[str], *, writable: bool = False, vocab_on
 
 
 @contextlib.contextmanager
-def new_context(model: Any, n_ctx: int, n_threads: int, *, training: bool = False) -> Iterator[Any]:
-    """A `llama_context *` with ctx == batch == ubatch (what training and whole-window scoring need)."""
-    lc = llama_cpp_module()
+def new_context(model: Any, n_ctx: int, n_threads: int, *, training: bool = False,
+                on: Engine | None = None) -> Iterator[Any]:
+    """A `llama_context *` with ctx == batch == ubatch (what training and whole-window scoring need), on the
+    engine that loaded `model`."""
+    lc = on or llama_cpp_module()
     params = lc.llama_context_default_params()
     params.n_ctx = params.n_batch = params.n_ubatch = n_ctx
     params.n_threads = params.n_threads_batch = n_threads

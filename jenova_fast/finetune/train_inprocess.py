@@ -1,11 +1,10 @@
-"""Route A: train in this process through the libllama / libggml-base that llama-cpp-python installs.
+"""Route A: train in this process on an engine (`jenova_fast.engine`: the patched llama.cpp, or the stock one
+llama-cpp-python installs).
 
 It is what llama.cpp's `llama-finetune` does (llama_opt_init + llama_opt_epoch + llama_model_save_to_file)
-with three differences that matter: special tokens are parsed (the real EOS is learned), the held-out windows
-come from held-out records, and each step reports back through a callback for the progress bar.
-
-llama-cpp-python declares `llama_opt_params` without its trailing `optimizer_type` field, and declares no
-ggml_opt_* functions, so both are declared here against the shipped libraries.
+with differences that matter: special tokens are parsed (the real EOS is learned), the held-out windows come
+from held-out records, each step reports back through a callback for the progress bar, and on the patched
+engine only the tokens the windows mark as trained are (answer-only loss).
 """
 
 from __future__ import annotations
@@ -25,92 +24,20 @@ from typing import Any
 
 import numpy as np
 
+from jenova_fast.engine.library import OPTIMIZERS, Engine, EpochCallback, LlamaOptParams, ParamFilter
 from jenova_fast.finetune.errors import FinetuneError
-from jenova_fast.finetune.runtime import library_dir, llama_cpp_module, load_model, new_context
+from jenova_fast.finetune.runtime import choose_engine, engine, load_model, new_context
+from jenova_fast.finetune.windows import MASKED, Windows
 
 log = logging.getLogger(__name__)
 
 GGML_TYPE_I32 = 26
-OPTIMIZERS = {"adamw": 0, "sgd": 1}  # enum ggml_opt_optimizer_type
 
 
-class _AdamW(ctypes.Structure):
-    _fields_ = [("alpha", ctypes.c_float), ("beta1", ctypes.c_float), ("beta2", ctypes.c_float),
-                ("eps", ctypes.c_float), ("wd", ctypes.c_float)]
-
-
-class _SGD(ctypes.Structure):
-    _fields_ = [("alpha", ctypes.c_float), ("wd", ctypes.c_float)]
-
-
-class OptimizerParams(ctypes.Structure):
-    """struct ggml_opt_optimizer_params (ggml-opt.h)."""
-
-    _fields_ = [("adamw", _AdamW), ("sgd", _SGD)]
-
-
-class LlamaOptParams(ctypes.Structure):
-    """struct llama_opt_params (llama.h), including `optimizer_type`."""
-
-    _fields_ = [
-        ("n_ctx_train", ctypes.c_uint32),
-        ("param_filter", ctypes.c_void_p),
-        ("param_filter_ud", ctypes.c_void_p),
-        ("get_opt_pars", ctypes.c_void_p),
-        ("get_opt_pars_ud", ctypes.c_void_p),
-        ("optimizer_type", ctypes.c_int),
-    ]
-
-
-# void (*ggml_opt_epoch_callback)(bool train, ggml_opt_context_t, ggml_opt_dataset_t, ggml_opt_result_t,
-#                                 int64_t ibatch, int64_t ibatch_max, int64_t t_start_us)
-EpochCallback = ctypes.CFUNCTYPE(None, ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                 ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)
-
-
-class _Lib:
-    """The training entry points of libllama and libggml-base, with their C signatures."""
-
-    def __init__(self) -> None:
-        llama_cpp_module()  # loads the libraries (and their dependencies) the way llama-cpp-python does
-        folder = library_dir()
-        self.llama = ctypes.CDLL(str(folder / "libllama.so"))
-        self.ggml = ctypes.CDLL(str(folder / "libggml-base.so"))
-        p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-        dbl = ctypes.POINTER(ctypes.c_double)
-        signatures: list[tuple[Any, str, list[Any], Any]] = [
-            (self.llama, "llama_opt_init", [p, p, LlamaOptParams], None),
-            (self.llama, "llama_opt_epoch", [p, p, p, p, i64, EpochCallback, EpochCallback], None),
-            (self.llama, "llama_model_save_to_file", [p, ctypes.c_char_p], None),
-            (self.ggml, "ggml_opt_dataset_init", [c_int, c_int, i64, i64, i64, i64], p),
-            (self.ggml, "ggml_opt_dataset_free", [p], None),
-            (self.ggml, "ggml_opt_dataset_data", [p], p),
-            (self.ggml, "ggml_opt_dataset_labels", [p], p),
-            (self.ggml, "ggml_get_data", [p], p),
-            (self.ggml, "ggml_nbytes", [p], ctypes.c_size_t),
-            (self.ggml, "ggml_opt_result_init", [], p),
-            (self.ggml, "ggml_opt_result_free", [p], None),
-            (self.ggml, "ggml_opt_result_reset", [p], None),
-            (self.ggml, "ggml_opt_result_loss", [p, dbl, dbl], None),
-            (self.ggml, "ggml_opt_result_accuracy", [p, dbl, dbl], None),
-            (self.ggml, "ggml_opt_get_default_optimizer_params", [p], OptimizerParams),
-        ]
-        for lib, name, argtypes, restype in signatures:
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = argtypes, restype
-            setattr(self, name, fn)
-        # returns *(ggml_opt_optimizer_params *) userdata: the params struct below, which we may change
-        self.constant_params = ctypes.cast(self.ggml.ggml_opt_get_constant_optimizer_params, ctypes.c_void_p).value
-
-    def __getattr__(self, name: str) -> Any:  # the C functions set in __init__, for the type checker
-        raise AttributeError(name)
-
-    def result_stats(self, result: int) -> tuple[float, float]:
-        loss, acc, unc = ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
-        self.ggml_opt_result_loss(result, ctypes.byref(loss), ctypes.byref(unc))
-        self.ggml_opt_result_accuracy(result, ctypes.byref(acc), ctypes.byref(unc))
-        return loss.value, acc.value
-
+def _result_stats(lib: Engine, result: int) -> float:
+    loss, unc = ctypes.c_double(), ctypes.c_double()
+    lib.ggml_opt_result_loss(result, ctypes.byref(loss), ctypes.byref(unc))
+    return loss.value
 
 
 @dataclass(frozen=True)
@@ -129,8 +56,8 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-# epoch (0-based) -> training windows (n, n_ctx + 1) of that epoch, so each epoch can be reshuffled
-WindowsForEpoch = Callable[[int], np.ndarray]
+# epoch (0-based) -> the training windows of that epoch, so each epoch can be reshuffled
+WindowsForEpoch = Callable[[int], Windows]
 
 CHUNK_SECONDS = 10.0  # how long one call into llama.cpp may run: Ctrl-C is honoured after it returns
 MAX_CHUNK = 256
@@ -144,12 +71,13 @@ class TrainResult:
     step_losses: list[float] = field(default_factory=list)  # every training step, in order
     step_seconds: list[float] = field(default_factory=list)  # wall time of every training step
     eval_points: list[tuple[int, float]] = field(default_factory=list)  # (steps so far, held-out loss)
+    adapter: dict[str, np.ndarray] = field(default_factory=dict)  # a LoRA run's trained tensors, flat F32
 
 
-def _fill_dataset(lib: _Lib, dataset: int, rows: np.ndarray) -> None:
-    """Copy windows (n, n_ctx + 1) into the dataset's data (inputs) and labels (next tokens) tensors."""
-    n_ctx = rows.shape[1] - 1
-    for getter, part in ((lib.ggml_opt_dataset_data, rows[:, :-1]), (lib.ggml_opt_dataset_labels, rows[:, 1:])):
+def _fill_dataset(lib: Engine, dataset: int, rows: Windows) -> None:
+    """Copy windows into the dataset's data (inputs) and labels (next tokens) tensors."""
+    n_ctx = rows.n_ctx
+    for getter, part in ((lib.ggml_opt_dataset_data, rows.inputs), (lib.ggml_opt_dataset_labels, rows.labels)):
         tensor = getter(dataset)
         nbytes = lib.ggml_nbytes(tensor)
         if nbytes != part.size * 4:
@@ -162,11 +90,11 @@ def _fill_dataset(lib: _Lib, dataset: int, rows: np.ndarray) -> None:
 class _Datasets:
     """ggml datasets by window count, reused: training runs in chunks of a few windows each."""
 
-    def __init__(self, lib: _Lib, n_ctx: int) -> None:
+    def __init__(self, lib: Engine, n_ctx: int) -> None:
         self.lib, self.n_ctx = lib, n_ctx
         self.by_size: dict[int, int] = {}
 
-    def filled(self, rows: np.ndarray) -> int:
+    def filled(self, rows: Windows) -> int:
         n = len(rows)
         if n not in self.by_size:
             self.by_size[n] = self.lib.ggml_opt_dataset_init(GGML_TYPE_I32, GGML_TYPE_I32, self.n_ctx, self.n_ctx,
@@ -182,23 +110,21 @@ class _Datasets:
 class _ParamFilter:
     """`llama_opt_params.param_filter` over a set of tensor names; must outlive training."""
 
-    def __init__(self, lib: _Lib, names: frozenset[str] | None) -> None:
-        get_name = lib.ggml.ggml_get_name
-        get_name.argtypes, get_name.restype = [ctypes.c_void_p], ctypes.c_char_p
+    def __init__(self, lib: Engine, names: frozenset[str] | None) -> None:
+        get_name = lib.ggml_get_name
         self.seen: set[str] = set()
+        self.pointers: dict[str, int] = {}  # the accepted tensors, to read them back after training
 
         def accept(tensor: int, _userdata: Any) -> bool:
             name = get_name(tensor).decode("utf-8", "replace")
             keep = names is None or name in names
             if keep:
                 self.seen.add(name)
+                self.pointers[name] = tensor
             return keep
 
         self.callback = ParamFilter(accept)
         self.pointer = ctypes.cast(self.callback, ctypes.c_void_p).value
-
-
-ParamFilter = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p)
 
 
 class _DeferredSignals(contextlib.AbstractContextManager["_DeferredSignals"]):
@@ -234,7 +160,7 @@ def train_inprocess(
     base: str | os.PathLike[str],
     out: str | os.PathLike[str] | None,
     train_windows: WindowsForEpoch,
-    heldout_windows: np.ndarray,
+    heldout_windows: Windows,
     *,
     epochs: int,
     lr: float,
@@ -244,43 +170,74 @@ def train_inprocess(
     optimizer: str = "adamw",
     weight_decay: float = 0.0,
     progress: ProgressCallback | None = None,
+    engine_kind: str = "auto",
+    lora: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train the F32 tensors of `base` named in `trained` (None: all of them) and save to `out` (as llama.cpp
-    writes it: without chat template, with context_length = n_ctx; the caller restores both).
+    writes it: without chat template, with context_length = n_ctx; the caller restores both). Only the windows'
+    trained tokens count (a mask needs the patched engine). With `lora` (an adapter file: `adapter.py`), the
+    adapter's tensors are what is trained, the base stays frozen as loaded, and `out` is not written: the
+    trained tensors come back in `TrainResult.adapter`.
 
     Each epoch's windows are fed in chunks of at most ~CHUNK_SECONDS of steps; the optimizer state lives in
     the context, so chunks continue one AdamW run. KeyboardInterrupt is raised after the chunk it arrived in
     (a signal cannot stop llama.cpp mid-call), before anything is saved."""
     started = time.perf_counter()
-    lib = _Lib()
-    n_ctx = heldout_windows.shape[1] - 1
+    lib = engine(choose_engine(engine_kind).kind if engine_kind == "auto" else engine_kind)
+    n_ctx = heldout_windows.n_ctx
     result = TrainResult()
     param_filter = _ParamFilter(lib, trained)
-    with load_model(base, writable=True, gpu_layers=gpu_layers) as model, \
-            new_context(model, n_ctx, threads, training=True) as ctx:
+    with load_model(base, writable=lora is None, training=True, gpu_layers=gpu_layers, on=lib) as model, \
+            new_context(model, n_ctx, threads, training=True, on=lib) as ctx:
+        if lora is not None:
+            _set_adapter(lib, model, ctx, lora)
         opt_params = lib.ggml_opt_get_default_optimizer_params(None)  # read by llama.cpp at every step
         opt_params.adamw.alpha = opt_params.sgd.alpha = lr
         opt_params.adamw.wd = opt_params.sgd.wd = weight_decay
         lib.llama_opt_init(ctx, model, LlamaOptParams(
             n_ctx_train=n_ctx, param_filter=param_filter.pointer, param_filter_ud=None,
-            get_opt_pars=lib.constant_params, get_opt_pars_ud=ctypes.addressof(opt_params),
+            get_opt_pars=lib.constant_optimizer_params(), get_opt_pars_ud=ctypes.addressof(opt_params),
             optimizer_type=OPTIMIZERS[optimizer]))
         if trained is not None and trained - param_filter.seen:
             missing = sorted(trained - param_filter.seen)
             raise FinetuneError(f"{base}: llama.cpp did not offer {missing[0]} (and {len(missing) - 1} more) "
                                 "for training; it trains only F32 tensors it knows")
         log.debug("training %d tensors", len(param_filter.seen))
-        meter = _Meter(lib, result, progress, epochs, len(heldout_windows), started)
+        meter = _Meter(lib, result, progress, epochs, len(heldout_windows), started, n_ctx)
         with _Chunks(lib, ctx, n_ctx, meter) as run:
             for epoch in range(epochs):
                 _epoch(run, meter, train_windows(epoch), heldout_windows, epoch)
         result.seconds = time.perf_counter() - started
-        if out is not None:  # None: a benchmark that only times the steps
+        if lora is not None:
+            result.adapter = {name: _tensor_data(lib, pointer) for name, pointer in param_filter.pointers.items()}
+        elif out is not None:  # None: a benchmark that only times the steps
             lib.llama_model_save_to_file(model, os.fsencode(Path(out)))
     return result
 
 
-def _epoch(run: _Chunks, meter: _Meter, windows: np.ndarray, heldout: np.ndarray, epoch: int) -> None:
+def _set_adapter(lib: Engine, model: Any, ctx: Any, path: str | os.PathLike[str]) -> None:
+    """Load a LoRA adapter over the model and set it on the context before llama_opt_init builds the graph
+    (the patched opt_init then offers its tensors to the parameter filter)."""
+    if lib.kind != "patched":
+        raise FinetuneError("LoRA training needs the patched engine (stock llama.cpp never offers adapter tensors "
+                            "for training); build it: jenova-fast engine build")
+    adapter = lib.llama_adapter_lora_init(model, os.fsencode(Path(path)))
+    if not adapter:
+        raise FinetuneError(f"{path}: llama.cpp could not load this adapter over the base")
+    adapters = (lib.llama_adapter_lora_p_ctypes * 1)(adapter)
+    scales = (ctypes.c_float * 1)(1.0)
+    if lib.llama_set_adapters_lora(ctx, adapters, 1, scales) != 0:
+        raise FinetuneError(f"{path}: llama.cpp could not set this adapter on the training context")
+
+
+def _tensor_data(lib: Engine, tensor: int) -> np.ndarray:
+    """A tensor's F32 values, wherever its backend keeps them."""
+    data = np.empty(lib.ggml_nbytes(tensor) // 4, dtype=np.float32)
+    lib.ggml_backend_tensor_get(tensor, data.ctypes.data, 0, data.nbytes)
+    return data
+
+
+def _epoch(run: _Chunks, meter: _Meter, windows: Windows, heldout: Windows, epoch: int) -> None:
     """One pass over the training windows, in chunks sized to ~CHUNK_SECONDS, then over the held-out ones."""
     meter.begin(epoch, len(windows))
     chunk, done = 4, 0  # a first short chunk measures the step time
@@ -307,12 +264,14 @@ class _Meter:
     """The running loss and accuracy of the current pass, each step's loss and time, and the progress they
     feed. `on_batch` is called from C: an exception is kept and re-raised after the chunk."""
 
-    def __init__(self, lib: _Lib, result: TrainResult, progress: ProgressCallback | None, epochs: int,
-                 n_eval: int, started: float) -> None:
+    def __init__(self, lib: Engine, result: TrainResult, progress: ProgressCallback | None, epochs: int,
+                 n_eval: int, started: float, n_ctx: int) -> None:
         self.lib, self.result, self.progress, self.epochs, self.n_eval = lib, result, progress, epochs, n_eval
         self.started = self.last = started
-        self.epoch = self.steps = self.n = 0
-        self.loss = self.acc = 0.0
+        self.epoch = self.steps = self.n = self.tokens = self.correct = 0
+        self.loss = 0.0
+        self.chunk: Windows | None = None  # the windows llama.cpp is running now; batch i is row i - 1
+        self.pred = (ctypes.c_int32 * n_ctx)()
         self.errors: list[BaseException] = []
 
     def begin(self, epoch: int, steps: int) -> None:
@@ -320,19 +279,26 @@ class _Meter:
         self.restart()
 
     def restart(self) -> None:
-        self.n, self.loss, self.acc = 0, 0.0, 0.0
+        self.n, self.tokens, self.correct, self.loss = 0, 0, 0, 0.0
 
     def means(self) -> tuple[float, float]:
-        return self.loss / max(self.n, 1), self.acc / max(self.n, 1)
+        """Loss and next-token accuracy over this pass's trained tokens."""
+        return self.loss / max(self.tokens, 1), self.correct / max(self.tokens, 1)
 
-    def on_batch(self, train: bool, _opt: Any, _ds: Any, res: Any, _ib: int, _ibmax: int, _t: Any) -> None:
+    def on_batch(self, train: bool, _opt: Any, _ds: Any, res: Any, ibatch: int, _ibmax: int, _t: Any) -> None:
         try:  # an exception must not cross the C frames; it is re-raised after the chunk
             now = time.perf_counter()
-            loss, acc = self.lib.result_stats(res)
+            assert self.chunk is not None
+            loss = _result_stats(self.lib, res)  # the mean over the window's trained tokens
+            labels = self.chunk.labels[ibatch - 1]
+            self.lib.ggml_opt_result_pred(res, self.pred)
             self.lib.ggml_opt_result_reset(res)  # so each call sees one step's loss
+            targets = labels != MASKED
+            n_targets = int(targets.sum())
             self.n += 1
-            self.loss += loss
-            self.acc += acc
+            self.tokens += n_targets
+            self.loss += loss * n_targets
+            self.correct += int((np.ctypeslib.as_array(self.pred)[targets] == labels[targets]).sum())
             if train:
                 self.result.step_seconds.append(now - self.last)
                 self.result.steps += 1
@@ -359,7 +325,7 @@ class _Chunks(contextlib.AbstractContextManager["_Chunks"]):
     """Calls llama_opt_epoch on one chunk of windows at a time, with SIGINT/SIGTERM deferred to between
     chunks; owns the datasets and result objects of the run."""
 
-    def __init__(self, lib: _Lib, ctx: Any, n_ctx: int, meter: _Meter) -> None:
+    def __init__(self, lib: Engine, ctx: Any, n_ctx: int, meter: _Meter) -> None:
         self.lib, self.ctx, self.meter = lib, ctx, meter
         self.datasets = _Datasets(lib, n_ctx)
         self.result_train, self.result_eval = lib.ggml_opt_result_init(), lib.ggml_opt_result_init()
@@ -371,8 +337,12 @@ class _Chunks(contextlib.AbstractContextManager["_Chunks"]):
         self.signals.__enter__()
         return self
 
-    def __call__(self, rows: np.ndarray, train: bool) -> None:
+    def __call__(self, rows: Windows, train: bool) -> None:
+        if self.lib.kind == "stock" and rows.trained is not None and not rows.trained[:, 1:].all():
+            raise FinetuneError("the stock llama.cpp engine cannot leave tokens out of the loss (--loss answer); "
+                                "build the patched one (jenova-fast engine build) or use --loss all")
         dataset = self.datasets.filled(rows)
+        self.meter.chunk = rows
         split = len(rows) if train else 0
         on_train, on_eval = (self.callback, self.null_callback) if train else (self.null_callback, self.callback)
         self.lib.llama_opt_epoch(self.ctx, dataset, self.result_train, self.result_eval, split, on_train, on_eval)

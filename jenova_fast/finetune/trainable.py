@@ -30,6 +30,9 @@ _BLOCK = re.compile(r"^blk\.(\d+)\.")
 # issue 1514): differentiating through them aborts the process, so only what lies after the last block
 # (the final norm's scale/bias and the output head) can be trained.
 BLOCKS_TRAINABLE = frozenset({"llama", "qwen2", "qwen3"})
+# ... and on the patched engine (jenova_fast/engine: NORM, GELU and GEGLU backward passes), checked by a test
+# that trains them whole; the rest of HEAD_ONLY is probed in a child process there (a graph may hold other ops)
+PATCHED_TRAINABLE = frozenset({"phi2"})
 HEAD_ONLY = frozenset({
     "phi2", "gpt2", "gptj", "gptneox", "gemma", "gemma2", "gemma3", "starcoder", "starcoder2", "bloom",
     "falcon", "mpt", "stablelm", "bert", "nomic-bert", "jina-bert-v2", "t5", "codeshell", "olmo",
@@ -84,24 +87,26 @@ def select(spec: str, tensors: Iterable[tuple[str, int]], n_layer: int) -> Selec
                      max(n for _, n in trained))
 
 
-def check_architecture(architecture: str, selection: Selection, path: object) -> bool:
+def check_architecture(architecture: str, selection: Selection, path: object, engine: str = "stock") -> bool:
     """Refuse, before anything is loaded, a selection whose backward pass would abort inside ggml. Returns
-    True when the architecture is unknown here and a step must be tried in a child process first (`probe`)."""
-    if architecture in BLOCKS_TRAINABLE:
+    True when the architecture is unknown here and a step must be tried in a child process first (`probe`).
+    The patched engine has NORM/GELU/GEGLU backward passes: the HEAD_ONLY rule is the stock engine's."""
+    if architecture in BLOCKS_TRAINABLE or (engine == "patched" and architecture in PATCHED_TRAINABLE):
         return False
     beyond_head = [name for name in selection.trained
                    if not any(fnmatch.fnmatchcase(name, glob) for glob in HEAD_GLOBS)]
     if not beyond_head:
         return False
-    if architecture not in HEAD_ONLY:
-        return True
+    if architecture not in HEAD_ONLY or engine == "patched":
+        return True  # on the patched engine, a HEAD_ONLY architecture not checked here is probed
     raise FinetuneError(
         f"{path}: --train {selection.spec} would train {beyond_head[0]} (and {len(beyond_head) - 1} more) of "
         f"architecture {architecture!r}, but its blocks use LayerNorm and GELU, which have no backward pass in "
-        "ggml, so llama.cpp would abort mid-step; use --train head (the output head and the final norm, which lie "
-        "after every block) or a llama/qwen2 base")
+        "stock llama.cpp, so it would abort mid-step; build the patched engine, which has them (jenova-fast engine "
+        "build), or use --train head (the output head and the final norm, which lie after every block)")
 
 
-def default_spec(architecture: str) -> str | None:
+def default_spec(architecture: str, engine: str = "stock") -> str | None:
     """The spec to use when no --train is given and memory is no concern: None means 'choose by memory'."""
-    return None if architecture in BLOCKS_TRAINABLE else "head"
+    trainable = BLOCKS_TRAINABLE | (PATCHED_TRAINABLE if engine == "patched" else frozenset())
+    return None if architecture in trainable else "head"

@@ -9,7 +9,6 @@ quantizer (any type llama.cpp writes, K-quants included).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
@@ -22,7 +21,7 @@ import numpy as np
 
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.metadata import open_reader, rewrite_gguf
-from jenova_fast.finetune.runtime import library_dir
+from jenova_fast.finetune.runtime import engine
 from jenova_fast.finetune.trainable import block_of
 
 log = logging.getLogger(__name__)
@@ -214,13 +213,7 @@ def _can_dequantize(qtype: Any) -> bool:
 # ---- the way back: quantize trained tensors with ggml's own quantizer ----
 
 def _ggml() -> Any:
-    lib = ctypes.CDLL(str(library_dir() / "libggml-base.so"))
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
-    lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
-    return lib
+    return engine("stock")  # one quantizer, whichever engine trained: the same pinned ggml
 
 
 def quantize(f32: np.ndarray, type_name: str) -> np.ndarray:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jenova_fast._signals import status as interrupted_status
 from jenova_fast.finetune.cli import size_arg, stride_arg
 from jenova_fast.fleet.plan import FleetError, FleetOptions, default_root, list_users
 
@@ -60,10 +60,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="fleet: %(message)s", stream=sys.stderr)
@@ -91,18 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fleet: interrupted; every installed model is whole (each install is atomic); run again to finish",
               file=sys.stderr)
-        return 130
+        return interrupted_status()
 
 
 def _run(args: argparse.Namespace, root: Path, users: list[str], options: FleetOptions) -> int:
     from jenova_fast.fleet.report import StatusLines
 
     status = StatusLines(sys.stderr, users, quiet=args.quiet)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # a polite kill ends like Ctrl-C: the tasks cancelled
-    try:
-        report = _on_cluster(args, root, users, options, status)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    report = _on_cluster(args, root, users, options, status)  # SIGTERM ends like Ctrl-C: the tasks cancelled
     for outcome in report.users:
         if outcome.outcome == "failed":
             print(f"fleet: error: {outcome.line()}", file=sys.stderr)

@@ -371,7 +371,7 @@ def _run(
 
     def on_skip(skip: Skip) -> None:
         logger.info("skipped %s: %s", skip.path, skip.reason.value)
-        report.skips.append(skip)
+        report.add_skip(skip)
 
     def on_progress(files_done: int, bytes_read: int, files_total: int | None = None) -> None:
         if progress is not None:

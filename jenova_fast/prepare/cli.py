@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jenova_fast import __version__
 from jenova_fast._fs import available_cores
+from jenova_fast._signals import status as interrupted_status
 from jenova_fast.prepare.api import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_OUTPUT,
@@ -19,6 +20,7 @@ from jenova_fast.prepare.api import (
 )
 from jenova_fast.prepare.output import OutputError, check_writable
 from jenova_fast.prepare.records import FORMATS, SOURCES
+from jenova_fast.prepare.report import SKIP_EXAMPLES
 from jenova_fast.prepare.stores import StoreNotFoundError
 from jenova_fast.progress import ProgressBar
 
@@ -105,7 +107,8 @@ def build_parser(prog: str = "jenova-fast prepare") -> argparse.ArgumentParser:
     out.add_argument(
         "--output", "--output-file", default=str(DEFAULT_OUTPUT), metavar="FILE", help="default: %(default)s"
     )
-    out.add_argument("--report", metavar="FILE.json", help="write counts and every skipped path as JSON")
+    out.add_argument("--report", metavar="FILE.json",
+                     help=f"write counts and the skipped paths (the first {SKIP_EXAMPLES} of each reason) as JSON")
     out.add_argument("--strict", action="store_true", help="exit 1 if any input was skipped")
     out.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     parser.add_argument(
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> in
         if bar:
             bar.close()
         print(f"{prog}: interrupted; {args.output} was left as it was", file=sys.stderr)
-        return 130
+        return interrupted_status()
     if bar:
         bar.close()
     if args.report:
@@ -221,9 +224,11 @@ def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> in
     if not args.quiet:
         for skip in report.skips:
             print(f"skipped {skip.path}: {skip.reason.value}", file=sys.stderr)
+        for reason, n in report.unnamed.items():
+            print(f"skipped {n:,} more: {reason} (the first {SKIP_EXAMPLES} are named above)", file=sys.stderr)
         print(report.summary())
     if args.strict and report.skips:
         if args.quiet:
-            print(f"{prog}: {len(report.skips)} inputs skipped (--strict)", file=sys.stderr)
+            print(f"{prog}: {sum(report.skipped.values())} inputs skipped (--strict)", file=sys.stderr)
         return EXIT_SKIPPED_STRICT
     return 0

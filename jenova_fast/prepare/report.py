@@ -1,4 +1,4 @@
-"""What a prepare run did: counts, every skipped path with its reason, bytes and seconds."""
+"""What a prepare run did: counts, the skipped paths with their reasons, bytes and seconds."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ class SkipReason(str, enum.Enum):
 
 # Native code reports reasons as small integers in this order.
 REASONS: tuple[SkipReason, ...] = tuple(SkipReason)
+# Skips named per reason (the first ones, in input order); the counts stay exact. A history of a million bad
+# lines is then a report of kilobytes, not a list held in memory and written whole.
+SKIP_EXAMPLES = 100
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,25 @@ class PrepareReport:
     source_records: dict[str, int] = field(default_factory=dict)  # --sources assumptions, cortex
     too_long: list[dict[str, object]] = field(default_factory=list)  # --max-tokens: source, path, tokens
     longest_tokens: int = 0  # --max-tokens: the longest record seen, in tokens
-    skips: list[Skip] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)  # the first SKIP_EXAMPLES of each reason
+    skip_counts: dict[str, int] = field(default_factory=dict)  # every skip, by reason
+
+    def add_skip(self, skip: Skip) -> None:
+        """Count `skip`, and name it while its reason has fewer than SKIP_EXAMPLES named."""
+        seen = self.skip_counts.get(skip.reason.value, 0)
+        self.skip_counts[skip.reason.value] = seen + 1
+        if seen < SKIP_EXAMPLES:
+            self.skips.append(skip)
 
     @property
     def skipped(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for skip in self.skips:
-            counts[skip.reason.value] = counts.get(skip.reason.value, 0) + 1
-        return dict(sorted(counts.items()))
+        """Every skip, by reason (named in `skips` or not)."""
+        return dict(sorted(self.skip_counts.items()))
+
+    @property
+    def unnamed(self) -> dict[str, int]:
+        """The skips of each reason beyond its SKIP_EXAMPLES named ones."""
+        return {reason: n - SKIP_EXAMPLES for reason, n in self.skipped.items() if n > SKIP_EXAMPLES}
 
     @property
     def files_per_second(self) -> float:
@@ -113,7 +127,9 @@ class PrepareReport:
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["skips"] = [{"path": s.path, "reason": s.reason.value, "detail": s.detail} for s in self.skips]
+        del data["skip_counts"]
         data["skipped"] = self.skipped
+        data["skips_not_named"] = self.unnamed  # beyond the first SKIP_EXAMPLES of a reason
         data["files_per_second"] = self.files_per_second
         return data
 

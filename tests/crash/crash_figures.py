@@ -3,8 +3,9 @@
     python -m tests.crash.crash_figures            # the published figures: 200k-file store, 50/50/20 kills
     python -m tests.crash.crash_figures --quick    # a smaller store and 5 kills each: a minute or two
 
-For each writer (`python -m jenova_fast.prepare` over a large generated store, `python -m jenova_fast.cpa
-observe`, `python -m jenova_fast install-model`) and each signal (SIGKILL, SIGTERM, SIGINT), every round:
+For each writer (`python -m jenova_fast prepare` over a large generated store, `python -m jenova_fast cpa
+observe`, `python -m jenova_fast install-model`: the `jenova-fast` console script's entry point) and each
+signal (SIGKILL, SIGTERM, SIGINT), every round:
 
 1. starts the real command and sends the signal at a random moment: prepare, uniformly over a run's measured
    duration; cpa observe, while its save is under way (from the moment a file that is not an expected output
@@ -13,7 +14,10 @@ observe`, `python -m jenova_fast install-model`) and each signal (SIGKILL, SIGTE
 2. checks the previous output is still valid: `train.jsonl` has exactly the bytes of the previous run (which
    were parsed line by line once); the CPA state loads and holds the old or the new totals; `jenova.gguf` is
    the old or the new model, byte for byte, and a GGUF that gguf's reader opens;
-3. for SIGTERM and SIGINT: the exit is clean (ended by the signal, 128 + signal or 130) with no traceback;
+3. for SIGTERM and SIGINT: the exit is clean (128 + signal, or ended by it) with at most one line on stderr,
+   no traceback and no `Exception ignored` (a KeyboardInterrupt during the interpreter's shutdown); a
+   traceback while the interpreter was still starting (before any code of ours could handle the signal)
+   is counted apart;
 4. runs the command again to completion (exit 0, the right output) and counts the leftovers: every file or
    directory under the output directories that is not an expected output (the set a clean run leaves,
    recorded before the first kill), whatever its name.
@@ -43,9 +47,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
 TRACEBACK = b"Traceback (most recent call last)"
-# A KeyboardInterrupt raised while `python -m` was still importing (runpy, our package's imports), before any
-# main() could catch it: counted apart from tracebacks of our own code.
-STARTUP = (b"<frozen runpy>", b"<frozen importlib._bootstrap", b"<frozen site>")
+IGNORED = b"Exception ignored"  # a KeyboardInterrupt in the interpreter's shutdown (threading, atexit, __del__)
+# A KeyboardInterrupt raised while the interpreter was still starting (its streams, site, runpy), before the
+# entry point's handler (jenova_fast/_signals.py) exists: counted apart from tracebacks of our own code.
+STARTUP = (b"<frozen runpy>", b"<frozen importlib._bootstrap", b"<frozen site>", b"<frozen codecs>",
+           b"Python runtime state: initial\n", b"Python runtime state: core initialized\n")
 IN_MAIN = re.compile(rb'jenova_fast/[^"]*", line \d+, in main\n')  # our main() (not site.py's)
 RUN_TIMEOUT_S = 900.0
 
@@ -196,7 +202,7 @@ class Prepare(Writer):
         self.out.parent.mkdir(parents=True)
 
     def argv(self, round_: int) -> list[str]:
-        return [sys.executable, "-m", "jenova_fast.prepare", "--insights-dir", str(self.store),
+        return [sys.executable, "-m", "jenova_fast", "prepare", "--insights-dir", str(self.store),
                 "--output", str(self.out), "--quiet"]
 
     def snapshot(self) -> object:
@@ -241,7 +247,7 @@ class CpaObserve(Writer):
         self.state_dir.parent.mkdir(parents=True)
 
     def argv(self, round_: int) -> list[str]:
-        return [sys.executable, "-m", "jenova_fast.cpa", "observe", "--state-dir", str(self.state_dir),
+        return [sys.executable, "-m", "jenova_fast", "cpa", "observe", "--state-dir", str(self.state_dir),
                 "--history", str(self.history)]
 
     def _queries(self) -> int | str:
@@ -364,7 +370,7 @@ def campaign(writer: Writer, sig_name: str, rounds: int, rng: random.Random,
              log: Callable[[str], None] = print) -> Row:
     sig = SIGNALS[sig_name]
     row = Row(writer.name, f"SIG{sig_name}", rounds)
-    clean_codes = {-sig, 128 + sig, 130}
+    clean_codes = {-sig, 128 + sig}  # ended by the signal, or by our handling of it
     errors = writer.work / "stderr.txt"
     for r in range(rounds):
         before = writer.snapshot()
@@ -395,12 +401,14 @@ def campaign(writer: Writer, sig_name: str, rounds: int, rng: random.Random,
         tail = stderr[-400:].decode(errors="replace")
         if TRACEBACK in stderr and not IN_MAIN.search(stderr) and any(m in stderr for m in STARTUP):
             row.startup_tracebacks += 1
-        elif TRACEBACK in stderr:
+        elif TRACEBACK in stderr or IGNORED in stderr:
             row.tracebacks += 1
             (writer.work / f"traceback-{writer.name.replace(' ', '-')}-{row.signal}-{r}.txt").write_bytes(stderr)
             row.problems.append(f"round {r}: traceback (rc {rc}): ...{tail}")
-        elif rc in clean_codes or rc == 0:
+        elif rc == 0 or (rc in clean_codes and stderr.count(b"\n") <= 1):
             row.clean_exits += 1
+        elif rc in clean_codes:
+            row.problems.append(f"round {r}: more than one line on stderr (rc {rc}): ...{tail}")
         else:
             row.problems.append(f"round {r}: exit code {rc}: {tail}")
         row.left_by_kills += len(set(writer.leftovers()) - set(existing))
@@ -485,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpa-pure", action="store_true",
                    help="observe with the CPA's pure twin (the same state writer, no Numba import: faster rounds)")
+    p.add_argument("--mode", choices=("uniform", "mid-write", "mixed"), default=None,
+                   help="when every writer is signalled (default: each writer's own, as above)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     p.add_argument("--table", type=Path, nargs="+", default=None, metavar="JSON",
                    help="only print one table of the rows of earlier --json files")
@@ -504,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     try:
         rows = run(work, insights=insights, kills=kills, signals=signals, queries=2_000, model=model,
-                   cpa_pure=args.cpa_pure, seed=args.seed, log=lambda s: print(s, flush=True))
+                   cpa_pure=args.cpa_pure, mode=args.mode, seed=args.seed, log=lambda s: print(s, flush=True))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -132,8 +132,8 @@ def test_phi2_trains_its_head_and_refuses_its_blocks(tmp_path):
     base = write_tiny_model(tmp_path / "phi2.gguf", arch="phi2")
     data = write_jsonl(tmp_path / "t.jsonl", chat_records(40, seed=2))
     with pytest.raises(FinetuneError, match=r"phi2.*LayerNorm and GELU.*--train head"):
-        _run(tmp_path, base, data, train="last:1")
-    report, out = _run(tmp_path, base, data)  # no --train: head is the default for phi2
+        _run(tmp_path, base, data, train="last:1", engine="stock")
+    report, out = _run(tmp_path, base, data, engine="stock")  # no --train: head is phi2's default on stock
     assert report.train_spec == "head" and "phi2" in report.train_choice
     assert set(report.trained_tensors) == {"output_norm.weight", "output_norm.bias", "output.weight", "output.bias"}
     assert _changed(base, out) == set(report.trained_tensors)
@@ -189,7 +189,12 @@ def test_gpu_layers_without_a_gpu_build_names_the_install_line(tmp_path, tiny_ba
     if lc.llama_supports_gpu_offload():
         pytest.skip("this llama-cpp-python has a GPU backend")
     with pytest.raises(FinetuneError, match='CMAKE_ARGS="-DGGML_CUDA=on" pip install'):
-        _run(tmp_path, tiny_base, small_chat_jsonl, gpu_layers=99)
+        _run(tmp_path, tiny_base, small_chat_jsonl, gpu_layers=99, engine="stock")
+    from jenova_fast.engine import build
+
+    if build.find() is not None:  # the patched engine, built without --gpu: its own build line
+        with pytest.raises(FinetuneError, match=r"engine build --gpu cuda"):
+            _run(tmp_path, tiny_base, small_chat_jsonl, gpu_layers=99, engine="patched")
 
 
 def test_gpu_working_copy_keeps_frozen_matrices_f32(q4k_base):
@@ -211,13 +216,14 @@ import sys
 import numpy as np
 from jenova_fast.finetune.metadata import open_reader
 from jenova_fast.finetune.train_inprocess import train_inprocess
+from jenova_fast.finetune.windows import Windows
 from jenova_fast.finetune.working_copy import plan, write_working_copy
 base, work, out = sys.argv[1:4]
 reader = open_reader(base)
 trained = {t.name for t in reader.tensors if t.name.startswith(("blk.1.", "output"))}
 write_working_copy(base, plan(reader, trained), work)
 rows = np.random.default_rng(0).integers(3, 259, size=(3, 257)).astype(np.int32)
-result = train_inprocess(work, out, lambda epoch: rows[:2], rows[2:], epochs=1, lr=1e-3, threads=1,
+result = train_inprocess(work, out, lambda epoch: Windows(rows[:2]), Windows(rows[2:]), epochs=1, lr=1e-3, threads=1,
                          trained=frozenset(trained))
 print("steps", result.steps, "loss", result.step_losses[0])
 """
@@ -274,7 +280,7 @@ def test_ctrl_c_ends_within_a_chunk_with_nothing_written(tmp_path, tiny_base, si
         rest = proc.stderr.read()
         code = proc.wait(timeout=60)
         waited = time.monotonic() - sent
-    assert code == 130, "".join(lines) + rest
+    assert code == 128 + signum, "".join(lines) + rest
     assert "interrupted; nothing was written" in rest and "Traceback" not in rest
     assert waited < 20  # one chunk: at most ~10 s of steps, plus start-up of nothing else
     assert installed.read_bytes() == tiny_base.read_bytes()
@@ -305,7 +311,7 @@ def test_probe_refuses_what_aborts_in_a_child_and_passes_what_trains(tmp_path, t
     phi2 = write_tiny_model(tmp_path / "phi2.gguf", arch="phi2")
     everything = tuple(t.name for t in open_reader(phi2).tensors if t.name != "token_embd.weight")
     with pytest.raises(FinetuneError, match=r"cannot train --train all of architecture 'phi2'.*exit -6.*NORM"):
-        probe(phi2, everything, 256, architecture="phi2", spec="all")
+        probe(phi2, everything, 256, architecture="phi2", spec="all", engine="stock")
     names = tuple(t.name for t in open_reader(tiny_base).tensors if t.name != "token_embd.weight")
     probe(tiny_base, names, 256, architecture="llama", spec="all")  # trains: no error
 

@@ -211,3 +211,34 @@ def test_bounded_lines(tmp_path):
     assert items[1] == Skip(f"{history}:2", SkipReason.TOO_LARGE,
                             "a line of more than 48 bytes; split it, or raise --max-file-bytes")
     assert [i[2] for i in items if not isinstance(i, Skip)] == [f"{history}:1", f"{history}:3"]
+
+
+def test_a_history_of_many_bad_lines_names_the_first_of_each_reason_and_counts_them_all(impl, tmp_path):
+    """30,000 bad lines: the counts are exact, the report names the first SKIP_EXAMPLES of each reason (in
+    line order), so it stays kilobytes, and so does the listing on stderr."""
+    from jenova_fast.prepare.report import SKIP_EXAMPLES
+
+    store = tmp_path / "store"
+    store.mkdir()
+    lines = []
+    for i in range(1, 30_001):
+        lines.append(b"{not json" if i % 3 else b'{"user_message": "q"}')
+        if i % 10_000 == 0:
+            lines.append(_pair(i))
+    history = _history(tmp_path / "h.jsonl", lines)
+    proc, report = _prepare(store, tmp_path / "out.jsonl", "--include-history", history)
+    assert proc.returncode == 0, proc.stderr
+    assert _records(tmp_path / "out.jsonl") == ["a10000", "a20000", "a30000"]
+    assert report["skipped"] == {"incomplete_pair": 10_000, "invalid_json": 20_000}
+    assert report["skips_not_named"] == {"incomplete_pair": 10_000 - SKIP_EXAMPLES,
+                                         "invalid_json": 20_000 - SKIP_EXAMPLES}
+    named = [(s["path"], s["reason"]) for s in report["skips"]]
+    invalid = [n for n in range(1, 1000) if n % 3][:SKIP_EXAMPLES]
+    incomplete = [n for n in range(1, 1000) if n % 3 == 0][:SKIP_EXAMPLES]
+    assert named == [(f"{history}:{n}", "incomplete_pair" if n % 3 == 0 else "invalid_json")
+                     for n in sorted(invalid + incomplete)]
+    assert tmp_path.joinpath("out.report.json").stat().st_size < 64_000
+    listed = run_cli("prepare", "--insights-dir", store, "--output", tmp_path / "out.jsonl", "--include-history",
+                     history).stderr.splitlines()
+    assert len(listed) == 2 * SKIP_EXAMPLES + 2, listed[-3:]
+    assert "skipped 19,900 more: invalid_json (the first 100 are named above)" in listed

@@ -1,0 +1,142 @@
+"""The patched engine training real tiny models: the same gradients as stock, a mask that masks, phi-2 whole,
+and the stock engine still there without any build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jenova_fast.finetune.windows import Windows
+from tests.finetune.conftest import chat_records, write_jsonl
+
+pytest.importorskip("llama_cpp", reason="the finetune extra is not installed")
+
+N_CTX = 256
+
+
+def _tensors(path: Path) -> dict[str, np.ndarray]:
+    from jenova_fast.finetune.metadata import open_reader
+
+    return {t.name: np.array(t.data, dtype=np.float32) for t in open_reader(path).tensors
+            if t.tensor_type == 0}  # F32
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from jenova_fast.finetune.tiny_model import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("engine") / "tiny.gguf")
+
+
+def _windows(n: int, seed: int = 0) -> Windows:
+    rng = np.random.default_rng(seed)
+    return Windows(rng.integers(3, 259, size=(n, N_CTX + 1)).astype(np.int32))
+
+
+def _step(base: Path, out: Path, windows: Windows, heldout: Windows, engine: str, **kw: object):
+    from jenova_fast.finetune.train_inprocess import train_inprocess
+
+    return train_inprocess(base, out, lambda _epoch: windows, heldout, epochs=1, threads=1, engine_kind=engine,
+                           **{"lr": 1e-3, **kw})  # type: ignore[arg-type]
+
+
+def test_gemm_backward_gives_the_stock_gradients(patched, tiny, tmp_path):
+    """One SGD step from the same weights on each engine: w' - w = -lr * grad, tensor by tensor."""
+    before = _tensors(tiny)
+    deltas = {}
+    for engine in ("stock", "patched"):
+        _step(tiny, tmp_path / f"{engine}.gguf", _windows(1), _windows(1, seed=1), engine, optimizer="sgd", lr=1e-2)
+        after = _tensors(tmp_path / f"{engine}.gguf")
+        deltas[engine] = {name: after[name] - before[name] for name in before if name != "token_embd.weight"}
+    moved = [name for name, d in deltas["stock"].items() if np.abs(d).max() > 0]
+    assert len(moved) == len(deltas["stock"]) > 10  # every trained tensor got a gradient
+    for name, stock in deltas["stock"].items():
+        ours = deltas["patched"][name]
+        scale = float(np.abs(stock).max())
+        assert np.abs(ours - stock).max() <= 1e-3 * scale + 1e-9, (name, np.abs(ours - stock).max(), scale)
+
+
+def test_a_batch_with_every_token_masked_leaves_every_weight_unchanged(patched, tiny, tmp_path):
+    windows = _windows(2)
+    masked = Windows(windows.tokens, np.zeros_like(windows.tokens, dtype=bool))
+    result = _step(tiny, tmp_path / "masked.gguf", masked, _windows(1, seed=1), "patched", lr=1e-2)
+    assert result.steps == 2
+    before, after = _tensors(tiny), _tensors(tmp_path / "masked.gguf")
+    assert all(np.array_equal(before[name], after[name]) for name in before)
+    # ... and one trained token is enough to move them: the mask is what held them
+    one = np.zeros_like(windows.tokens, dtype=bool)
+    one[:, 100] = True
+    _step(tiny, tmp_path / "one.gguf", Windows(windows.tokens, one), _windows(1, seed=1), "patched", lr=1e-2)
+    after = _tensors(tmp_path / "one.gguf")
+    assert any(not np.array_equal(before[name], after[name]) for name in before)
+
+
+def test_the_masked_loss_is_the_mean_over_the_trained_tokens(patched, tiny, tmp_path):
+    """The training loop's held-out loss (llama.cpp's masked cross-entropy) equals plain inference scored on
+    the same tokens in numpy; a fully masked training window keeps the weights those of the base."""
+    from jenova_fast.finetune.evaluate import heldout_loss
+
+    heldout = _windows(2, seed=3)
+    rng = np.random.default_rng(4)
+    heldout = Windows(heldout.tokens, rng.random(heldout.tokens.shape) < 0.3)
+    train = _windows(1)
+    result = _step(tiny, None, Windows(train.tokens, np.zeros_like(train.tokens, dtype=bool)), heldout,  # type: ignore[arg-type]
+                   "patched")
+    scored = heldout_loss(tiny, heldout, threads=1)
+    assert scored.tokens == heldout.n_targets
+    assert result.epochs[0]["eval_loss"] == pytest.approx(scored.loss, rel=2e-3)
+    assert result.epochs[0]["eval_accuracy"] == pytest.approx(scored.accuracy, abs=1e-9)
+
+
+def test_the_stock_engine_refuses_a_mask_it_cannot_apply(tiny, tmp_path):
+    from jenova_fast.finetune.errors import FinetuneError
+
+    windows = _windows(1)
+    with pytest.raises(FinetuneError, match=r"stock llama.cpp engine cannot leave tokens out"):
+        _step(tiny, None, Windows(windows.tokens, np.ones_like(windows.tokens, dtype=bool) & (
+            np.arange(N_CTX + 1) > 10)), windows, "stock")  # type: ignore[arg-type]
+
+
+def test_phi2_trains_whole_on_the_patched_engine(patched, tmp_path):
+    """LayerNorm, GELU and the fused QKV (a transposed VIEW gradient) all in the backward pass."""
+    from jenova_fast.finetune import FinetuneConfig, finetune
+    from jenova_fast.finetune.probe import probe
+    from jenova_fast.finetune.tiny_model import write_tiny_model
+
+    base = write_tiny_model(tmp_path / "phi2.gguf", arch="phi2")
+    data = write_jsonl(tmp_path / "t.jsonl", chat_records(40, seed=2))
+    names = tuple(name for name in _tensors(base) if name != "token_embd.weight")
+    probe(base, names, N_CTX, architecture="phi2", spec="all", engine="patched")  # no abort in a child
+    out = tmp_path / "models" / "jenova.gguf"
+    report = finetune(FinetuneConfig(base=base, data=data, out=out, report=tmp_path / "r.json", n_ctx=N_CTX,
+                                     lr=2e-3, epochs=2, eval_fraction=0.1, train="all", engine="patched",
+                                     loss="all"))
+    assert report.engine == "patched" and report.train_spec == "all"
+    assert report.heldout_loss_after < report.heldout_loss_before - 0.5, report
+    before, after = _tensors(base), _tensors(out)
+    unchanged = {name for name in names if name in after and np.array_equal(before[name], after[name])}
+    assert not unchanged, unchanged  # every block's LayerNorm, QKV, GELU FFN and the head
+
+
+def test_the_stock_engine_needs_no_build(tiny, tmp_path, monkeypatch):
+    from jenova_fast.engine import EngineError, choose
+    from jenova_fast.finetune import FinetuneConfig, finetune
+    from jenova_fast.finetune.errors import FinetuneError
+
+    monkeypatch.setenv("JENOVA_FAST_CACHE", str(tmp_path / "empty-cache"))
+    choice = choose("auto")
+    assert choice.kind == "stock" and "jenova-fast engine build" in choice.reason
+    with pytest.raises(EngineError, match=r"not built.*jenova-fast engine build"):
+        choose("patched")
+    data = write_jsonl(tmp_path / "t.jsonl", chat_records(40, seed=2))
+    config = FinetuneConfig(base=tiny, data=data, out=tmp_path / "models" / "jenova.gguf", n_ctx=N_CTX, lr=2e-3,
+                            epochs=1, eval_fraction=0.1, report=tmp_path / "r.json")
+    report = finetune(config)
+    assert (report.engine, report.loss) == ("stock", "all")
+    assert "not built" in report.engine_choice
+    assert report.heldout_loss_after < report.heldout_loss_before
+    config.loss = "answer"
+    with pytest.raises(FinetuneError, match=r"--loss answer needs the patched engine"):
+        finetune(config)
