@@ -195,8 +195,12 @@ def install_model_main(argv: list[str] | None = None) -> int:
         prog="jenova-fast install-model",
         description="Install a model as models/jenova.gguf (previous kept as jenova.prev.gguf), or roll back.",
     )
-    p.add_argument("path", nargs="?", type=Path, help="the .gguf to install (validated first)")
+    p.add_argument("path", nargs="?", type=Path,
+                   help="the .gguf to install (validated first); a LoRA adapter goes to jenova-lora.gguf")
     p.add_argument("--rollback", action="store_true", help="swap jenova.gguf and jenova.prev.gguf back")
+    p.add_argument("--adapter", action="store_true", help="with --rollback: roll back jenova-lora.gguf instead")
+    p.add_argument("--base", type=Path, default=None,
+                   help="the base an adapter was trained on (default: the one it records; its SHA-256 must match)")
     p.add_argument("--models-dir", type=Path, default=install.DEFAULT_MODELS_DIR, help="default: %(default)s")
     args = p.parse_args(argv)
     _setup_logging(quiet=True)
@@ -205,7 +209,14 @@ def install_model_main(argv: list[str] | None = None) -> int:
     target = args.models_dir / install.INSTALLED_NAME
     try:
         llama_cpp_module()  # validation loads the model with llama.cpp
-        if args.rollback:
+        if args.adapter or (args.path is not None and install.is_adapter(args.path)):
+            target = args.models_dir / install.ADAPTER_NAME
+        if args.path is not None and target.name == install.ADAPTER_NAME:
+            install.validate_adapter_file(args.path, args.base)
+            result = install.install_model(args.path, target, validate=False)
+            print(f"install-model: installed the adapter {args.path} as {result.installed}"
+                  + (f"; previous kept as {result.previous}" if result.previous else ""))
+        elif args.rollback:
             result = install.rollback(target)
             print(f"install-model: rolled back {result.installed}"
                   + (f"; the replaced model is now {result.previous}" if result.previous else ""))

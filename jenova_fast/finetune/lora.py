@@ -84,7 +84,7 @@ def finetune_lora(config, progress: ProgressCallback | None = None):  # type: ig
         if config.merge is not None:
             adapter.merge(base, final, tmp / "merged.gguf")
             merged = install_model(tmp / "merged.gguf", Path(config.merge), move=True).installed
-        placed = install_model(final, out, validate=False, move=True)
+        placed = install_model(final, out, validate=True, move=True)  # loaded over its base by llama.cpp
 
     report_path = Path(config.report) if config.report else Path(config.data).parent / f"{out.stem}.report.json"
     report = pipeline.FinetuneReport(

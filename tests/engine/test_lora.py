@@ -88,3 +88,24 @@ def test_adapter_options_are_checked(patched, tmp_path):
     for bad in ("lora:0", "lora:x", "qlora"):
         with pytest.raises(FinetuneError, match="--adapter"):
             parse_adapter(bad)
+
+
+def test_install_model_checks_an_adapters_base_and_rolls_back(trained_lora, tmp_path):
+    from jenova_fast.finetune.tiny_model import write_tiny_model
+    from tests.conftest import run_cli
+
+    base, _, _, root = trained_lora
+    adapter = root / "models" / "jenova-lora.gguf"
+    models = tmp_path / "models"
+    other = write_tiny_model(tmp_path / "other.gguf", seed=7)  # same shape, other weights
+    refused = run_cli("install-model", adapter, "--base", other, "--models-dir", models)
+    assert refused.returncode == 1 and str(other) in refused.stderr and "SHA-256" in refused.stderr
+    assert not models.exists() or not any(models.iterdir())
+    for _ in range(2):
+        done = run_cli("install-model", adapter, "--models-dir", models)  # the base it records
+        assert done.returncode == 0, done.stderr
+        assert "installed the adapter" in done.stdout
+    assert (models / "jenova-lora.gguf").is_file() and (models / "jenova-lora.prev.gguf").is_file()
+    back = run_cli("install-model", "--rollback", "--adapter", "--models-dir", models)
+    assert back.returncode == 0, back.stderr
+    assert not (models / "jenova.gguf").exists()  # the full model's place is not touched
