@@ -69,7 +69,10 @@ def key(gpu: str | None = None) -> str:
     digest = hashlib.sha256()
     for part in (pin.LLAMA_CPP_COMMIT, pin.SDIST_SHA256, *cmake_args(gpu), platform.machine()):
         digest.update(part.encode() + b"\0")
-    for path in [*patches(), HERE / "CMakeLists.txt", HERE / "engine.c"]:
+    for path in patches():  # the diffs, not their headers: rewording a header rebuilds nothing
+        text = path.read_text(encoding="utf-8")
+        digest.update(path.name.encode() + b"\0" + text[text.find("\ndiff --git "):].encode())
+    for path in (HERE / "CMakeLists.txt", HERE / "engine.c"):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 

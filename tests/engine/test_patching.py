@@ -85,3 +85,17 @@ def test_engine_status_says_which_engine_and_lists_the_patches(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("engine: stock (the patched engine is not built")
     assert "0003-loss-mask.patch" in done.stdout
+
+
+def test_rewording_a_patch_header_does_not_rebuild(tmp_path, monkeypatch):
+    copies = tmp_path / "patches"
+    copies.mkdir()
+    for patch in build.patches():
+        (copies / patch.name).write_text(patch.read_text())
+    monkeypatch.setattr(build, "PATCHES", copies)
+    key = build.key()
+    first = copies / build.patches()[0].name
+    first.write_text(first.read_text().replace("Subject:", "Subject: reworded,", 1))
+    assert build.key() == key
+    first.write_text(first.read_text().replace("+                // jenova-fast 0001", "+                // 0001", 1))
+    assert build.key() != key
