@@ -159,21 +159,22 @@ def _tool(name: str) -> str | None:
 _PROGRESS = re.compile(r"^\[\s*(\d+)%\]|^\[(\d+)/(\d+)\]")
 
 
-def _steps(process: subprocess.Popen[str]) -> Iterator[tuple[float | None, str]]:
+def _steps(process: subprocess.Popen[str]) -> Iterator[tuple[tuple[int, int] | None, str]]:
+    """Each output line, with (done, total) where the build tool says it: ninja's [n/N], make's [ n%]."""
     assert process.stdout is not None
     for line in process.stdout:
         match = _PROGRESS.match(line)
-        fraction = None
+        done = None
         if match and match.group(1):
-            fraction = int(match.group(1)) / 100
+            done = (int(match.group(1)), 100)
         elif match:
-            fraction = int(match.group(2)) / max(int(match.group(3)), 1)
-        yield fraction, line.rstrip()
+            done = (int(match.group(2)), int(match.group(3)))
+        yield done, line.rstrip()
 
 
 def build(*, gpu: str | None = None, source: Path | None = None, jobs: int | None = None, force: bool = False,
-          progress: Callable[[float, str], None] | None = None) -> Built:
-    """Build (or find) the patched engine; `progress(fraction, line)` follows the compile."""
+          progress: Callable[[int, int], None] | None = None) -> Built:
+    """Build (or find) the patched engine; `progress(done, total)` follows the compile (ninja: files)."""
     if not force and (done := find(gpu)) is not None:
         return done
     cmake = _tool("cmake")
@@ -214,17 +215,17 @@ def build(*, gpu: str | None = None, source: Path | None = None, jobs: int | Non
     return done
 
 
-def _run(command: list[str], log_path: Path, progress: Callable[[float, str], None] | None) -> None:
+def _run(command: list[str], log_path: Path, progress: Callable[[int, int], None] | None) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: list[str] = []
     with open(log_path, "w", encoding="utf-8") as out, subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as process:
         try:
-            for fraction, line in _steps(process):
+            for done, line in _steps(process):
                 out.write(line + "\n")
                 tail = [*tail[-30:], line]
-                if progress is not None and fraction is not None:
-                    progress(fraction, line)
+                if progress is not None and done is not None:
+                    progress(*done)
         except BaseException:
             process.terminate()
             process.wait()
