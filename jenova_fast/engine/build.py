@@ -114,7 +114,7 @@ def fetch_sdist(source: Path | None = None) -> Path:
             with tempfile.TemporaryDirectory(dir=source.parent) as tmp:
                 log.info("downloading %s from the package index (pip download)", pin.SDIST)
                 done = subprocess.run(
-                    [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                    [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", "llama-cpp-python",
                      f"llama-cpp-python=={pin.LLAMA_CPP_PYTHON}", "-d", tmp],
                     capture_output=True, text=True, check=False)
                 got = Path(tmp) / pin.SDIST
@@ -122,8 +122,8 @@ def fetch_sdist(source: Path | None = None) -> Path:
                     said = (done.stderr.strip().splitlines() or ["no output"])[-1]
                     raise EngineError(
                         f"could not download {pin.SDIST} ({said}); download it where the package index is reachable "
-                        f"(pip download --no-deps --no-binary :all: llama-cpp-python=={pin.LLAMA_CPP_PYTHON}) and "
-                        "run: jenova-fast engine build --source FILE")
+                        "(pip download --no-deps --no-binary llama-cpp-python "
+                        f"llama-cpp-python=={pin.LLAMA_CPP_PYTHON}) and run: jenova-fast engine build --source FILE")
                 os.replace(got, source)
     digest = hashlib.sha256()
     with open(source, "rb") as f:
