@@ -329,14 +329,30 @@ class CPA:
         languages the user's own counts show)."""
         if stopwords is not None:
             return function_words.read_file(stopwords)
-        unigrams = {c.text: c.count for c in self.state.ngrams.top() if " " not in c.text}
-        return function_words.built_in(unigrams, self.state.words)
+        return function_words.built_in(self._unigram_counts(), self.state.words)
 
-    def query_patterns(self, *, by: str = "score",
+    def languages(self) -> tuple[str, ...]:
+        """The user's languages, from their own words (English always): the function-word lists and the
+        reference frequencies that apply."""
+        return function_words.detect_languages(self._unigram_counts(), self.state.words)
+
+    def _unigram_counts(self) -> dict[str, int]:
+        return {c.text: c.count for c in self.state.ngrams.top() if " " not in c.text}
+
+    def query_patterns(self, *, by: str = "keyness",
                        stopwords: PathLike | None = None) -> list[patterns.RankedPattern]:
-        """Tracked query n-grams not made only of function words, best first (by count x IDF, or count)."""
-        return patterns.ranked(self.state.ngrams, self.active_function_words(stopwords), by)[0]
+        """Tracked query n-grams not made only of function words, best first (by keyness, count x IDF or
+        count)."""
+        return self.ranked_patterns(by, stopwords)[0]
 
-    def stats(self, top: int = 20, *, by: str = "score", stopwords: PathLike | None = None) -> dict:
+    def ranked_patterns(self, by: str = "keyness", stopwords: PathLike | None = None
+                        ) -> tuple[list[patterns.RankedPattern], function_words.FunctionWords, int]:
+        """(listed patterns best first, the function words in force, how many n-grams they hid)."""
+        words = self.active_function_words(stopwords)
+        rows, hidden = patterns.ranked(self.state.ngrams, words, by, langs=self.languages(),
+                                       word_count=self.state.words)
+        return rows, words, hidden
+
+    def stats(self, top: int = 20, *, by: str = "keyness", stopwords: PathLike | None = None) -> dict:
         """Everything counted, as plain JSON-able data (see report.stats)."""
         return report.stats(self, top, by=by, stopwords=stopwords)

@@ -86,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=("answer", "all"), default=None,
                    help="answer: train the assistant's answers, not the questions (default on the patched engine); "
                         "all: every token (the stock engine's only choice)")
+    p.add_argument("--adapter", default=None, metavar="lora[:RANK]",
+                   help="train a LoRA adapter (default rank 16) over the frozen base, on the matrices --train names "
+                        "(default: every attention and FFN projection), and write it to models/jenova-lora.gguf "
+                        "(a few MB; llama.cpp's --lora and llama-cpp-python's lora_path load it); patched engine")
+    p.add_argument("--lora-alpha", type=float, default=None,
+                   help="the adapter's update is scaled by alpha/rank (default: alpha = rank)")
+    p.add_argument("--merge", type=Path, default=None, metavar="FILE.gguf",
+                   help="with --adapter: also write the base with the adapter folded in, requantized to the base's "
+                        "types, for runtimes that cannot load adapters")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     return p
 
@@ -166,6 +175,7 @@ def _config(args: argparse.Namespace) -> FinetuneConfig:
         seed=args.seed, train=args.train, requantize=args.requantize,
         stride=args.stride, gpu_layers=args.gpu_layers, memory_available=args.max_memory, eval_data=args.eval_data,
         plot=args.plot, system=args.system, packing=args.packing, engine=args.engine, loss=args.loss,
+        adapter=args.adapter, lora_alpha=args.lora_alpha, merge=args.merge,
     )
 
 
@@ -230,8 +240,12 @@ def install_model_main(argv: list[str] | None = None) -> int:
         prog="jenova-fast install-model",
         description="Install a model as models/jenova.gguf (previous kept as jenova.prev.gguf), or roll back.",
     )
-    p.add_argument("path", nargs="?", type=Path, help="the .gguf to install (validated first)")
+    p.add_argument("path", nargs="?", type=Path,
+                   help="the .gguf to install (validated first); a LoRA adapter goes to jenova-lora.gguf")
     p.add_argument("--rollback", action="store_true", help="swap jenova.gguf and jenova.prev.gguf back")
+    p.add_argument("--adapter", action="store_true", help="with --rollback: roll back jenova-lora.gguf instead")
+    p.add_argument("--base", type=Path, default=None,
+                   help="the base an adapter was trained on (default: the one it records; its SHA-256 must match)")
     p.add_argument("--models-dir", type=Path, default=install.DEFAULT_MODELS_DIR, help="default: %(default)s")
     args = p.parse_args(argv)
     _setup_logging(quiet=True)
@@ -240,7 +254,14 @@ def install_model_main(argv: list[str] | None = None) -> int:
     target = args.models_dir / install.INSTALLED_NAME
     try:
         llama_cpp_module()  # validation loads the model with llama.cpp
-        if args.rollback:
+        if args.adapter or (args.path is not None and install.is_adapter(args.path)):
+            target = args.models_dir / install.ADAPTER_NAME
+        if args.path is not None and target.name == install.ADAPTER_NAME:
+            install.validate_adapter_file(args.path, args.base)
+            result = install.install_model(args.path, target, validate=False)
+            print(f"install-model: installed the adapter {args.path} as {result.installed}"
+                  + (f"; previous kept as {result.previous}" if result.previous else ""))
+        elif args.rollback:
             result = install.rollback(target)
             print(f"install-model: rolled back {result.installed}"
                   + (f"; the replaced model is now {result.previous}" if result.previous else ""))

@@ -26,7 +26,7 @@ class LossReport:
 
 
 def heldout_loss(model_path: str | os.PathLike[str], windows: Windows, threads: int, *,
-                 gpu_layers: int = 0) -> LossReport:
+                 gpu_layers: int = 0, adapter: str | os.PathLike[str] | None = None) -> LossReport:
     """Score windows: predict their trained targets (every token 1..n_ctx, or the answers) from their prefixes."""
     lc = llama_cpp_module()
     if len(windows) == 0:
@@ -34,6 +34,11 @@ def heldout_loss(model_path: str | os.PathLike[str], windows: Windows, threads: 
     n_ctx = windows.n_ctx
     total = correct = count = 0.0
     with load_model(model_path, gpu_layers=gpu_layers) as model, new_context(model, n_ctx, threads) as ctx:
+        if adapter is not None:  # a LoRA adapter over the model, as llama.cpp applies it at inference
+            lora = lc.llama_adapter_lora_init(model, os.fsencode(adapter))
+            if not lora or lc.llama_set_adapters_lora(ctx, (lc.llama_adapter_lora_p_ctypes * 1)(lora), 1,
+                                                      (ctypes.c_float * 1)(1.0)) != 0:
+                raise FinetuneError(f"{adapter}: llama.cpp could not load this adapter over {model_path}")
         n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
         batch = lc.llama_batch_init(n_ctx, 0, 1)
         try:
@@ -66,14 +71,14 @@ def heldout_loss(model_path: str | os.PathLike[str], windows: Windows, threads: 
 
 
 def smoke_generate(model_path: str | os.PathLike[str], messages: list[dict[str, str]], *,
-                   max_tokens: int = 32, threads: int = 1) -> str:
+                   max_tokens: int = 32, threads: int = 1, adapter: str | os.PathLike[str] | None = None) -> str:
     """Answer one chat turn the way the assistant will: llama-cpp-python, the GGUF's own chat template."""
     from llama_cpp import Llama
 
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=0)
     prompt = messages[: last_user + 1]
     llm: Any = Llama(model_path=os.fspath(model_path), n_ctx=512, n_threads=threads, n_threads_batch=threads,
-                     verbose=False)
+                     verbose=False, lora_path=None if adapter is None else os.fspath(adapter))
     try:
         reply = llm.create_chat_completion(messages=prompt, max_tokens=max_tokens, temperature=0.0, seed=0)
     finally:

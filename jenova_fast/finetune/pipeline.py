@@ -73,6 +73,9 @@ class FinetuneConfig:
     recall_sample: int = recall.SAMPLE  # training questions asked before and after (0: none)
     engine: str = "auto"  # patched | stock | auto (patched when built)
     loss: str | None = None  # answer | all; None: answer on the patched engine (stock can only train all)
+    adapter: str | None = None  # lora[:RANK]: train a LoRA adapter over the frozen base instead (finetune/lora.py)
+    lora_alpha: float | None = None  # default: the rank
+    merge: Path | None = None  # with `adapter`: also write the base with the update folded in here
 
 
 @dataclass
@@ -255,6 +258,10 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     """Fine-tune `config.base` on `config.data` and write `config.out`; raises FinetuneError on bad input.
     Everything cheap (the data, the split, the context, the memory) is checked before the working copy is
     made. Ctrl-C (KeyboardInterrupt) ends it within one chunk of steps with nothing written or installed."""
+    if config.adapter is not None:
+        from jenova_fast.finetune.lora import finetune_lora
+
+        return finetune_lora(config, progress)  # type: ignore[no-any-return]
     started = time.perf_counter()
     program = _check_config(config)
     threads = runtime.pick_threads(config.threads)

@@ -91,7 +91,7 @@ def pick_threads(requested: int | None) -> int:
 
 @contextlib.contextmanager
 def load_model(path: str | os.PathLike[str], *, writable: bool = False, vocab_only: bool = False,
-               gpu_layers: int = 0, on: Engine | None = None) -> Iterator[Any]:
+               gpu_layers: int = 0, on: Engine | None = None, training: bool = False) -> Iterator[Any]:
     """A `llama_model *`, freed on exit. `writable` loads for training: without mmap, and without the CPU
     backend's weight repacking (a repacked frozen Q4_0/Q4_K matrix has no backend for the backward pass's
     OUT_PROD, and ggml aborts). `gpu_layers` as llama.cpp's n_gpu_layers (-1: all). `on`: the engine (stock)."""
@@ -101,6 +101,7 @@ def load_model(path: str | os.PathLike[str], *, writable: bool = False, vocab_on
     params.n_gpu_layers = gpu_layers
     if writable:
         params.load_mode = LLAMA_LOAD_MODE_NONE
+    if writable or training:
         params.use_extra_bufts = False
     model = lc.llama_model_load_from_file(os.fsencode(path), params)
     if not model:

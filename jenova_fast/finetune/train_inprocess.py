@@ -71,6 +71,7 @@ class TrainResult:
     step_losses: list[float] = field(default_factory=list)  # every training step, in order
     step_seconds: list[float] = field(default_factory=list)  # wall time of every training step
     eval_points: list[tuple[int, float]] = field(default_factory=list)  # (steps so far, held-out loss)
+    adapter: dict[str, np.ndarray] = field(default_factory=dict)  # a LoRA run's trained tensors, flat F32
 
 
 def _fill_dataset(lib: Engine, dataset: int, rows: Windows) -> None:
@@ -112,12 +113,14 @@ class _ParamFilter:
     def __init__(self, lib: Engine, names: frozenset[str] | None) -> None:
         get_name = lib.ggml_get_name
         self.seen: set[str] = set()
+        self.pointers: dict[str, int] = {}  # the accepted tensors, to read them back after training
 
         def accept(tensor: int, _userdata: Any) -> bool:
             name = get_name(tensor).decode("utf-8", "replace")
             keep = names is None or name in names
             if keep:
                 self.seen.add(name)
+                self.pointers[name] = tensor
             return keep
 
         self.callback = ParamFilter(accept)
@@ -168,10 +171,13 @@ def train_inprocess(
     weight_decay: float = 0.0,
     progress: ProgressCallback | None = None,
     engine_kind: str = "auto",
+    lora: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train the F32 tensors of `base` named in `trained` (None: all of them) and save to `out` (as llama.cpp
     writes it: without chat template, with context_length = n_ctx; the caller restores both). Only the windows'
-    trained tokens count (a mask needs the patched engine).
+    trained tokens count (a mask needs the patched engine). With `lora` (an adapter file: `adapter.py`), the
+    adapter's tensors are what is trained, the base stays frozen as loaded, and `out` is not written: the
+    trained tensors come back in `TrainResult.adapter`.
 
     Each epoch's windows are fed in chunks of at most ~CHUNK_SECONDS of steps; the optimizer state lives in
     the context, so chunks continue one AdamW run. KeyboardInterrupt is raised after the chunk it arrived in
@@ -181,8 +187,10 @@ def train_inprocess(
     n_ctx = heldout_windows.n_ctx
     result = TrainResult()
     param_filter = _ParamFilter(lib, trained)
-    with load_model(base, writable=True, gpu_layers=gpu_layers, on=lib) as model, \
+    with load_model(base, writable=lora is None, training=True, gpu_layers=gpu_layers, on=lib) as model, \
             new_context(model, n_ctx, threads, training=True, on=lib) as ctx:
+        if lora is not None:
+            _set_adapter(lib, model, ctx, lora)
         opt_params = lib.ggml_opt_get_default_optimizer_params(None)  # read by llama.cpp at every step
         opt_params.adamw.alpha = opt_params.sgd.alpha = lr
         opt_params.adamw.wd = opt_params.sgd.wd = weight_decay
@@ -203,9 +211,33 @@ def train_inprocess(
                     break
                 _epoch(run, meter, windows, heldout_windows, epoch)
         result.seconds = time.perf_counter() - started
-        if out is not None:  # None: a benchmark that only times the steps
+        if lora is not None:
+            result.adapter = {name: _tensor_data(lib, pointer) for name, pointer in param_filter.pointers.items()}
+        elif out is not None:  # None: a benchmark that only times the steps
             lib.llama_model_save_to_file(model, os.fsencode(Path(out)))
     return result
+
+
+def _set_adapter(lib: Engine, model: Any, ctx: Any, path: str | os.PathLike[str]) -> None:
+    """Load a LoRA adapter over the model and set it on the context before llama_opt_init builds the graph
+    (the patched opt_init then offers its tensors to the parameter filter)."""
+    if lib.kind != "patched":
+        raise FinetuneError("LoRA training needs the patched engine (stock llama.cpp never offers adapter tensors "
+                            "for training); build it: jenova-fast engine build")
+    adapter = lib.llama_adapter_lora_init(model, os.fsencode(Path(path)))
+    if not adapter:
+        raise FinetuneError(f"{path}: llama.cpp could not load this adapter over the base")
+    adapters = (lib.llama_adapter_lora_p_ctypes * 1)(adapter)
+    scales = (ctypes.c_float * 1)(1.0)
+    if lib.llama_set_adapters_lora(ctx, adapters, 1, scales) != 0:
+        raise FinetuneError(f"{path}: llama.cpp could not set this adapter on the training context")
+
+
+def _tensor_data(lib: Engine, tensor: int) -> np.ndarray:
+    """A tensor's F32 values, wherever its backend keeps them."""
+    data = np.empty(lib.ggml_nbytes(tensor) // 4, dtype=np.float32)
+    lib.ggml_backend_tensor_get(tensor, data.ctypes.data, 0, data.nbytes)
+    return data
 
 
 def _epoch(run: _Chunks, meter: _Meter, windows: Windows, heldout: Windows, epoch: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +16,7 @@ from jenova_fast.cpa import counting as counting_native
 from jenova_fast.cpa._impl import counting
 from jenova_fast.cpa.kernels import COUNT, ERR, REP_START
 from tests.cpa.conftest import run_python
-from tests.cpa.reference import document_frequency, is_word, ngram_counts
+from tests.cpa.reference import document_frequency, document_ngrams, is_word, ngram_counts
 
 QUERIES = [
     "Hello, World! hello WORLD", "Straße STRASSE strasse", "ΣΊΣΥΦΟΣ Σίσυφος", "हिन्दी भाषा सीखना",
@@ -112,6 +113,27 @@ def test_unicode_tables_follow_the_rule(ch: str) -> None:
     folded = "".join(map(chr, t.fold_cp[t.fold_off[cp]: t.fold_off[cp + 1]]))
     assert folded == ch.casefold()
     assert bool(t.is_word[cp]) == is_word(ch)
+
+
+def test_python_w_is_a_subset_of_the_word_characters() -> None:
+    """The pure twin cuts words only where `\\W` matches (then asks is_word_char): every `\\w` character of
+    every code point must be a word character, and no ASCII `\\W` one may be."""
+    w = re.compile(r"\w")
+    for cp in range(0x110000):
+        ch = chr(cp)
+        if w.match(ch):
+            assert is_word(ch), hex(cp)
+        elif cp < 0x80:
+            assert not is_word(ch), hex(cp)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00") | st.sampled_from(
+    [" ", "_", "\u0301", "\u20dd", "\u0903", "\u203f", "\ufe4f", "ǰ", "İ", "-", "😀"]), max_size=60))
+def test_words_are_the_runs_of_word_characters(text: str) -> None:
+    (ngrams,) = document_ngrams([text])
+    expected = [g for g in ngrams if " " not in g]
+    assert kernels_py.words(text) == expected
 
 
 def test_item_and_pair_hashes_agree(cpa_impl: str, monkeypatch) -> None:

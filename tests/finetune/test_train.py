@@ -29,8 +29,11 @@ def test_heldout_loss_falls(trained):
 
 
 def test_trainer_and_independent_scoring_agree(trained):
-    """ggml-opt's own held-out loss after the last epoch equals plain-inference scoring of the saved file."""
+    """ggml-opt's own held-out loss after the last epoch equals plain-inference scoring of the saved file (both
+    on the answers: the stock engine cannot mask, so its own figure covers every token, padding included)."""
     report, _ = trained
+    if report.engine == "stock":
+        pytest.skip("the stock engine scores every token of a window; build the patched one: jenova-fast engine build")
     assert report.per_epoch[-1]["eval_loss"] == pytest.approx(report.heldout_loss_after, rel=1e-3)
 
 

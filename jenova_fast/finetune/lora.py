@@ -1,0 +1,126 @@
+"""`finetune --adapter lora[:RANK]`: train a LoRA adapter over a frozen base and install it, a few MB.
+
+plan (the matrices that get an adapter) -> data (as a full fine-tune renders it) -> engine (the patched one:
+its opt_init offers adapter tensors as parameters) -> the adapter file, checked by loading it over the base.
+The base is read as it is, in its own quantized bytes: no working copy (the patched engine runs the backward
+pass through any frozen type it can dequantize).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jenova_fast import _fs
+from jenova_fast.finetune import adapter, evaluate, memory, runtime, trainable, validate
+from jenova_fast.finetune.errors import FinetuneError
+from jenova_fast.finetune.install import install_model
+from jenova_fast.finetune.metadata import open_reader
+from jenova_fast.finetune.train_inprocess import ProgressCallback, train_inprocess
+
+log = logging.getLogger(__name__)
+
+
+def adapter_out(out: Path) -> Path:
+    """The default output `models/jenova.gguf` becomes `models/jenova-lora.gguf` for an adapter."""
+    return out.with_name("jenova-lora.gguf") if out.name == "jenova.gguf" else out
+
+
+def finetune_lora(config, progress: ProgressCallback | None = None):  # type: ignore[no-untyped-def]
+    """`pipeline.finetune` for a config with `adapter` set; returns its FinetuneReport."""
+    from jenova_fast.finetune import pipeline  # the pipeline dispatches here: imported late, no cycle
+
+    started = time.perf_counter()
+    if config.trainer != "inprocess":
+        raise FinetuneError("--adapter trains in process on the patched engine; leave --trainer out")
+    if config.requantize is not None:
+        raise FinetuneError("--requantize is for full models; an adapter is F32 and a few MB")
+    pipeline._check_config(config)
+    spec = adapter.parse_adapter(config.adapter, config.lora_alpha)
+    engine = runtime.choose_engine(config.engine)
+    if engine.kind != "patched":
+        raise FinetuneError("--adapter needs the patched engine (stock llama.cpp cannot train adapter tensors, "
+                            "llama.cpp issue 13485); build it once: jenova-fast engine build")
+    threads = runtime.pick_threads(config.threads)
+    base, out = Path(config.base), adapter_out(Path(config.out))
+    info = validate.inspect_model(base)
+    loss = pipeline._loss(config, engine, info)
+    reader = open_reader(base)
+    selection = trainable.select(config.train or adapter.DEFAULT_TARGETS, info.tensors, info.n_layer)
+    matrices = adapter.targets(reader, selection.trained)
+    initial = adapter.initial_tensors(matrices, spec.rank, config.seed)
+    n_params = sum(t.size for t in initial.values())
+    plan = pipeline.TrainPlan(engine, loss, trainable.Selection(f"lora:{spec.rank} over {selection.spec}",
+                                                                tuple(initial), n_params),
+                              _unchanged(reader), memory.MemoryEstimate(0, 0, 0, 0),
+                              f"adapter rank {spec.rank}, alpha {spec.alpha:g}", probe=False, available=0)
+    log.info("engine: %s (%s); loss on %s", engine.kind, engine.reason, "the answers" if loss == "answer" else
+             "every token")
+    log.info("training a LoRA adapter: rank %d, alpha %g, on %d matrices (%s): %.2fM parameters", spec.rank,
+             spec.alpha, len(matrices), selection.spec, n_params / 1e6)
+    data = pipeline._training_data(config, info, None)
+    settings = pipeline._settings(config, plan, data)
+    pipeline._plan_notes(plan, data, settings)
+    heldout = data.heldout_windows()
+    before = evaluate.heldout_loss(base, heldout, threads, gpu_layers=config.gpu_layers)
+    base_sha = adapter.sha256(base)
+    with _fs.temporary(out, directory=True, exclusive="--out") as tmp:
+        init = adapter.write_adapter(tmp / "init.gguf", base, spec, initial, base_sha256=base_sha)
+        feed = pipeline._EpochFeed(data, config, settings, plan, progress)
+        result = train_inprocess(
+            base, None, feed, heldout, epochs=settings.epochs, lr=settings.lr, threads=threads,
+            trained=frozenset(initial), gpu_layers=config.gpu_layers, progress=feed.progress,
+            engine_kind=engine.kind, lora=init)
+        trained = {name: result.adapter[name].reshape(initial[name].shape) for name in initial}
+        final = adapter.write_adapter(tmp / out.name, base, spec, trained, base_sha256=base_sha)
+        after = evaluate.heldout_loss(base, heldout, threads, gpu_layers=config.gpu_layers, adapter=final)
+        if not np.isfinite(after.loss) or after.loss >= before.loss:
+            raise FinetuneError(f"the adapter did not beat the base on the held-out records ({before.loss:.4f} -> "
+                                f"{after.loss:.4f}); nothing was installed; raise --lr or --epochs")
+        smoke_messages = data.split.heldout_conversations[0]
+        reply = evaluate.smoke_generate(base, smoke_messages, max_tokens=config.smoke_tokens, threads=threads,
+                                        adapter=final)
+        merged = None
+        if config.merge is not None:
+            adapter.merge(base, final, tmp / "merged.gguf")
+            merged = install_model(tmp / "merged.gguf", Path(config.merge), move=True).installed
+        placed = install_model(final, out, validate=True, move=True)  # loaded over its base by llama.cpp
+
+    report_path = Path(config.report) if config.report else Path(config.data).parent / f"{out.stem}.report.json"
+    report = pipeline.FinetuneReport(
+        base=str(base), working_copy=str(base), out=str(out), installed=str(out) if config.install else None,
+        previous=str(placed.previous) if placed.previous else None, trainer="inprocess", engine=engine.kind,
+        engine_choice=engine.reason, loss=loss, n_ctx=settings.n_ctx, stride=data.stride, threads=threads,
+        gpu_layers=config.gpu_layers, lr=settings.lr, epochs=settings.epochs, train_spec=plan.selection.spec,
+        train_choice=plan.choice, trained_tensors=list(initial), trained_params=n_params, converted={},
+        frozen_bytes=base.stat().st_size, memory_estimate={}, requantized={},
+        records={"train": data.split.n_train_records, "heldout": data.split.n_heldout_records,
+                 "skipped": data.skipped},
+        tokens={"train": len(data.split.train), "heldout": len(data.split.heldout)},
+        steps=result.steps, seconds_train=round(result.seconds, 3),
+        seconds_per_step=round(result.seconds / max(result.steps, 1), 4),
+        seconds_total=round(time.perf_counter() - started, 3),
+        heldout_loss_before=before.loss, heldout_loss_after=after.loss,
+        heldout_accuracy_before=before.accuracy, heldout_accuracy_after=after.accuracy,
+        per_epoch=result.epochs, step_losses=[round(x, 5) for x in result.step_losses],
+        eval_points=[(0, before.loss), *result.eval_points], restored_metadata=[],
+        smoke_prompt=next((m["content"] for m in reversed(smoke_messages) if m["role"] == "user"), ""),
+        smoke_reply=reply, report=str(report_path), choices=settings.choices, system=config.system,
+        packing=config.packing, heldout_in_sample=data.split.in_sample, stopped_early=feed.stopped,
+        notes=[f"LoRA adapter {out} ({out.stat().st_size / 2**20:.1f} MiB) over {base} (SHA-256 {base_sha[:12]}); "
+               f"load it with llama.cpp's --lora or Llama(model_path=BASE, lora_path=ADAPTER)"]
+              + ([f"merged into a full model: {merged} (the base's types)"] if merged else []),
+    )
+    _fs.write_bytes_via(report_path, lambda f: f.write((report.to_json() + "\n").encode("utf-8")))
+    return report
+
+
+def _unchanged(reader):  # type: ignore[no-untyped-def]
+    """A working-copy plan that keeps every tensor as the base has it (the base is trained over as it is)."""
+    from jenova_fast.finetune.working_copy import TensorPlan, WorkPlan
+
+    return WorkPlan([TensorPlan(t.name, int(t.n_elements), t.tensor_type.name, t.tensor_type.name, False)
+                     for t in reader.tensors])
