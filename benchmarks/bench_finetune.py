@@ -174,7 +174,8 @@ def demo_tokens_per_record() -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_finetune", description=__doc__.split("\n\n")[0])
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--models", default=",".join(SHAPES))
+    p.add_argument("--models", default=",".join(SHAPES),
+                   help="shapes (%(default)s) and/or paths of real .gguf files, comma-separated")
     p.add_argument("--folder", type=Path, default=Path.home() / ".cache" / "jenova-fast" / "bench-models")
     p.add_argument("--ctx", type=int, default=256)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -206,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     for key in args.models.split(","):
         for config in filter(None, args.configs.split(",")):
             spec, _, qtype = config.rpartition(":")
-            base = ensure_model(args.folder, key, qtype, tied=args.tied).path
+            # a real model's file instead of a shape: its own types, whatever the config says
+            base = Path(key) if key.endswith(".gguf") else ensure_model(args.folder, key, qtype, tied=args.tied).path
+            qtype = "as downloaded" if key.endswith(".gguf") else qtype
             need, have = _estimate(base, spec, args.ctx)
-            name = key + (" (tied)" if args.tied else "")
+            name = (Path(key).name if key.endswith(".gguf") else key) + (" (tied)" if args.tied else "")
             row: dict[str, Any] = {"model": name, "train": spec, "base": qtype, "estimate_mb": need / 2**20,
                                    "available_mb": have / 2**20}
             if need * 1.15 > have:
