@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engines", default="stock,patched",
                    help="llama.cpp engines to time each config on, in turn (default: %(default)s)")
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--quality", default=None, metavar="FLAGS",
+                   help="also run the recall benchmark (benchmarks.bench_quality) with these finetune flags ('' for "
+                        "the defaults) on the real SmolLM2 in --folder")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.child:
@@ -273,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                                                "steps": args.steps}))
                     rows.append(row)
                     _print(row)
+    if args.quality is not None:  # what the steps buy: the facts a fine-tune says back
+        subprocess.run([sys.executable, "-m", "benchmarks.bench_quality", "--folder", str(args.folder), "--",
+                        *args.quality.split()], check=False)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return 0

