@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -195,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (default: a temp one)")
     p.add_argument("--json", type=Path, default=None, help="append the result as one JSON line")
     args = p.parse_args(ours)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # finetune's plan and epochs
+    logging.getLogger("gguf").setLevel(logging.WARNING)
     model = find_model(args.model, args.folder, args.fetch)
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         work = args.keep or Path(tmp)

@@ -226,9 +226,13 @@ def summary_line(report: FinetuneReport) -> str:
     kept = f" (previous kept as {report.previous})" if report.previous else ""
     return (f"finetune: said back {report.recall_before} -> {report.recall_after} of {report.recall_asked} training "
             f"answers, {_loss_name(report)} {report.heldout_loss_before:.3f} -> {report.heldout_loss_after:.3f} "
-            f"nats/answer token ({report.engine} engine, loss on {report.loss}), {report.steps} steps in "
+            f"nats/answer token ({report.engine} engine, {_trained_on(report)}), {report.steps} steps in "
             f"{report.seconds_train:.1f} s ({1000 * report.seconds_per_step:.1f} ms/step, {report.threads} threads); "
             f"{placed}{kept}; report {report.report}")
+
+
+def _trained_on(report: FinetuneReport) -> str:
+    return "answers trained" if report.loss == "answer" else "every token trained"
 
 
 def _loss_name(report: FinetuneReport) -> str:
