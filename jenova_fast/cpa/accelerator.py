@@ -59,7 +59,7 @@ class CPA:
     """
 
     def __init__(self, state_dir: PathLike | None = None, *, user: str | None = None,
-                 persist: bool = True) -> None:
+                 persist: bool = True, warm: bool = True) -> None:
         self.state_dir: Path | None = None
         if persist:
             self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir(user)
@@ -73,7 +73,7 @@ class CPA:
             with state.locked(self.state_dir):
                 self._refresh()
             jit_cache.bind(self.state_dir)
-            if not pure_requested():
+            if warm and not pure_requested():  # `stats` and `reset` count nothing: no kernels to load
                 self.warmed = jit_cache.warm_start(self.state_dir)
                 if "tokenize_queries" in self.warmed:
                     unicode_tables.tables(self.state_dir / "tables")
