@@ -68,7 +68,7 @@ def _build(args: argparse.Namespace) -> int:
         from jenova_fast.engine import gradcheck
 
         results = gradcheck.check_all()
-        checked = f"; {len(results)} backward passes checked against finite differences"
+        checked = f"; its backward passes pass {len(results)} checks against finite differences and exact gradients"
     print(f"engine: built in {time.monotonic() - started:.0f} s: {done.library}{checked}")
     return 0
 
