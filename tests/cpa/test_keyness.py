@@ -18,7 +18,7 @@ from jenova_fast.cpa import CPA, patterns, reference, state
 from jenova_fast.cpa.cli import main
 from jenova_fast.cpa.function_words import BUILT_IN
 from jenova_fast.cpa.kernels_py import words
-from tests.cpa.conftest import ROOT
+from tests.cpa.conftest import ROOT, run_cpa
 from tests.cpa.histories import EVERYDAY, INTERESTS, STEMS, everyday_history, write_demo
 
 DAY = 86400.0
@@ -178,3 +178,17 @@ def test_cli_by_keyness_idf_and_count(compiled_state, warm_state: Path, tmp_path
     with pytest.raises(SystemExit):  # "score" named count x IDF before keyness: no longer a ranking
         main(["stats", "--state-dir", str(warm_state), "--by", "score"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_stats_loads_no_kernel(compiled_state, warm_state: Path, tmp_path: Path) -> None:
+    """`cpa stats` counts nothing, so a new process opens the state without loading the compiled kernels
+    (each load is a line of compile_history.jsonl); `observe` loads them ahead of counting."""
+    history = write_demo(tmp_path / "everyday.jsonl", n=300)
+    journal = warm_state / "compile_history.jsonl"
+    assert run_cpa("observe", "--state-dir", warm_state, "--history", history).returncode == 0
+    before = journal.read_text(encoding="utf-8").count("\n")
+    proc = run_cpa("stats", "--state-dir", warm_state, "--top", "3")
+    assert proc.returncode == 0 and "beekeeping" in proc.stdout, proc.stderr
+    assert journal.read_text(encoding="utf-8").count("\n") == before
+    assert run_cpa("observe", "--state-dir", warm_state, "--history", history).returncode == 0
+    assert journal.read_text(encoding="utf-8").count("\n") > before
