@@ -7,6 +7,8 @@
 2. warm start: the first observe call of a new process whose state dir holds the Numba cache and the
    compile history vs one with an empty state dir, which must compile (target: <= 5% of it).
 3. state save and load after the N queries (target: each < 100 ms).
+4. `stats` on the state of the N queries: the reference tables' load (cold, per language; target: < 50 ms)
+   and `jenova-fast cpa stats` as a user runs it, process start to output (target: interactive, < 1 s).
 
 Each worker prints one JSON line (times and its peak RSS); the table shows them with the ratios.
 Counting times exclude query generation; the CPA side's kernels are loaded from a warmed cache first.
@@ -148,6 +150,24 @@ def worker_first_observe(state_dir: str) -> dict:
     return {"start": ready - start, "first_observe": done - ready, "warmed": cpa.warmed, "rss_mb": _rss_mb()}
 
 
+def worker_stats(state_dir: str) -> dict:
+    """The reference tables read cold (the first call in a process, per language), then `stats()` on the
+    state, the CPA already open (the CLI's whole run is timed by the driver)."""
+    from jenova_fast.cpa import CPA, reference
+
+    tables = {}
+    for lang in reference.LANGUAGES:
+        start = time.perf_counter()
+        reference.table(lang)
+        tables[lang] = time.perf_counter() - start
+    reference.table.cache_clear()  # stats() reads what it needs itself
+    cpa = CPA(state_dir)
+    start = time.perf_counter()
+    stats = cpa.stats(20)
+    return {"tables": tables, "stats": time.perf_counter() - start, "tracked": stats["queries"]["tracked"],
+            "top": stats["queries"]["top"][0]["text"], "rss_mb": _rss_mb()}
+
+
 # driver -------------------------------------------------------------------------------------------------
 def _run(*args: str, src: Path | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO) if src is None else f"{src}{os.pathsep}{REPO}"}
@@ -183,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         result = {"counter": lambda: worker_counter(int(rest[0])),
                   "cpa": lambda: worker_cpa(int(rest[0]), rest[1]),
                   "first": lambda: worker_first_observe(rest[0]),
-                  "kernel": lambda: worker_kernel(int(rest[0]), rest[1])}[kind]()
+                  "kernel": lambda: worker_kernel(int(rest[0]), rest[1]),
+                  "stats": lambda: worker_stats(rest[0])}[kind]()
         import jenova_fast  # after the timed work: the first-observe worker times the import
 
         result["jenova_fast"] = str(Path(jenova_fast.__file__).parent.parent)  # which tree was timed
@@ -216,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
             runs["cpa"].append(_run("cpa", str(args.queries), str(count_dir)))
         cpa = _median_run(runs["cpa"])
         baseline = _median_run(runs["baseline"]) if runs["baseline"] else None
+        stats = _run("stats", str(count_dir))
+        cli = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "jenova_fast.cpa", "stats", "--state-dir", str(count_dir)],
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, check=True)
+            cli.append(time.perf_counter() - start)
+        stats["cli"] = sorted(cli)[1]
         counter = _run("counter", str(args.queries))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -230,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                        "target": "<= 0.05"},
         "state": {"save_ms": cpa["save"] * 1000, "load_ms": cpa["load"] * 1000, "bytes": cpa["state_bytes"],
                   "target": "< 100 ms each"},
+        "stats": {"tables_ms": {k: v * 1000 for k, v in stats["tables"].items()}, "stats_ms": stats["stats"] * 1000,
+                  "cli_s": stats["cli"], "target": "tables < 50 ms, stats interactive"},
     }
     if args.json:
         print(json.dumps(results, indent=2))
@@ -253,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'first observe (s): warm vs empty cache':<44}{warm['first_observe']:>16.4f}"
           f"{cold['first_observe']:>14.3f}{w['ratio']:>10.4f}  <= 0.05")
     print(f"{'state save / load (ms)':<44}{s['save_ms']:>8.1f} / {s['load_ms']:<6.1f}{'':>14}{'':>10}  < 100 each")
+    t = results["stats"]
+    tables = ", ".join(f"{k} {v:.1f}" for k, v in t["tables_ms"].items())
+    print(f"{'reference table load, cold (ms)':<44}{tables:>40}  < 50 each")
+    print(f"{'stats() on this state (ms)':<44}{t['stats_ms']:>16.1f}")
+    print(f"{'`jenova-fast cpa stats`, process to output (s)':<44}{t['cli_s']:>16.3f}{'':>24}  interactive")
     print(f"peak RSS: cpa {cpa['rss_mb']:.0f} MB, Counter {counter['rss_mb']:.0f} MB; state file "
           f"{s['bytes'] / 1e6:.1f} MB; process start to ready: cold {cold['start']:.2f}s, warm {warm['start']:.2f}s")
     return 0

@@ -47,7 +47,10 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     from jenova_fast.finetune.windows import Windows
 
     info = inspect_model(spec["base"])
-    selection = select(spec["train"], info.tensors, info.n_layer)
+    lora = spec["train"].startswith("lora")
+    selection = select("attn,ffn" if lora else spec["train"], info.tensors, info.n_layer)
+    if spec["phase"] == "work" and lora:  # an adapter trains over the base as it is
+        return {"work": spec["base"], "work_mb": Path(spec["base"]).stat().st_size / 2**20, "types": []}
     if spec["phase"] == "work":
         if spec.get("frozen_as"):  # the study: every frozen matrix in one type, whatever the table says
             working_copy.frozen_type = lambda base_type, *, in_backward, matrix, gpu, lean=False: (  # type: ignore
@@ -59,9 +62,19 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
                 "types": sorted({t.work_type for t in work.tensors if not t.trained})}
     rng = np.random.default_rng(0)
     rows = rng.integers(0, info.n_vocab, size=(spec["steps"] + 2, spec["ctx"] + 1), dtype=np.int32)
+    trained, init = frozenset(selection.trained), None
+    if lora:
+        from jenova_fast.finetune import adapter
+
+        lora_spec = adapter.parse_adapter(spec["train"])
+        initial = adapter.initial_tensors(adapter.targets(open_reader(spec["base"]), selection.trained),
+                                          lora_spec.rank, 0)
+        init = adapter.write_adapter(Path(tempfile.mkdtemp()) / "init.gguf", spec["base"], lora_spec, initial)
+        trained = frozenset(initial)
+        selection = type(selection)(spec["train"], tuple(initial), sum(t.size for t in initial.values()))
     result = train_inprocess(spec["work"], None, lambda _epoch: Windows(rows[:-1]), Windows(rows[-1:]), epochs=1,
-                             lr=1e-5, threads=spec["threads"], trained=frozenset(selection.trained),
-                             engine_kind=spec.get("engine", "auto"))
+                             lr=1e-5, threads=spec["threads"], trained=trained, engine_kind=spec.get("engine", "auto"),
+                             lora=init)
     steady = sorted(result.step_seconds[1:])
     per_step = steady[len(steady) // 2]
     return {"s_per_step": per_step, "tokens_per_s": spec["ctx"] / per_step,
@@ -83,6 +96,8 @@ def _estimate(base: Path, spec: str, ctx: int) -> tuple[int, int]:
     from jenova_fast.finetune.pipeline import FinetuneConfig, plan_training
     from jenova_fast.finetune.validate import inspect_model
 
+    if spec.startswith("lora"):  # the base as it is, plus a few MB of adapter and its optimizer state
+        return base.stat().st_size, memory.available_memory()
     config = FinetuneConfig(base=base, data=Path("unused"), n_ctx=ctx, train=spec, memory_available=2**62)
     return plan_training(inspect_model(base), config).need.total, memory.available_memory()
 
@@ -159,7 +174,8 @@ def demo_tokens_per_record() -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_finetune", description=__doc__.split("\n\n")[0])
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--models", default=",".join(SHAPES))
+    p.add_argument("--models", default=",".join(SHAPES),
+                   help="shapes (%(default)s) and/or paths of real .gguf files, comma-separated")
     p.add_argument("--folder", type=Path, default=Path.home() / ".cache" / "jenova-fast" / "bench-models")
     p.add_argument("--ctx", type=int, default=256)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -191,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     for key in args.models.split(","):
         for config in filter(None, args.configs.split(",")):
             spec, _, qtype = config.rpartition(":")
-            base = ensure_model(args.folder, key, qtype, tied=args.tied).path
+            # a real model's file instead of a shape: its own types, whatever the config says
+            base = Path(key) if key.endswith(".gguf") else ensure_model(args.folder, key, qtype, tied=args.tied).path
+            qtype = "as downloaded" if key.endswith(".gguf") else qtype
             need, have = _estimate(base, spec, args.ctx)
-            name = key + (" (tied)" if args.tied else "")
+            name = (Path(key).name if key.endswith(".gguf") else key) + (" (tied)" if args.tied else "")
             row: dict[str, Any] = {"model": name, "train": spec, "base": qtype, "estimate_mb": need / 2**20,
                                    "available_mb": have / 2**20}
             if need * 1.15 > have:
@@ -203,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             work = _run_child({"phase": "work", "base": str(base), "train": spec})
             by_engine: dict[str, dict[str, Any]] = {}
-            for engine in args.engines.split(","):  # the engines back to back, so the machine's load drifts less
+            engines = ["patched"] if spec.startswith("lora") else args.engines.split(",")  # stock has no LoRA
+            for engine in engines:  # the engines back to back, so the machine's load drifts less
                 row = {**row, "engine": engine, **work}
                 if "error" not in work:
                     row.update(_run_child({"phase": "train", "base": str(base), "work": work["work"], "train": spec,

@@ -101,6 +101,10 @@ SHAPES: dict[str, ModelShape] = {s.key: s for s in (
                          "<|eot_id|>"),
                bos="<|begin_of_text|>", eos="<|eot_id|>", pre="llama-bpe", add_bos=True,
                chat_template=LLAMA3_TEMPLATE),
+    # the seed's own model: LayerNorm, GELU, a fused QKV (the stock engine trains its head only)
+    ModelShape("phi-2", "phi-2", "phi2", n_embd=2560, n_layer=32, n_head=32, n_head_kv=32, n_ff=10240,
+               n_vocab=51_200, rope_freq_base=10_000.0, context_length=2048, specials=("<|endoftext|>",),
+               bos="<|endoftext|>", eos="<|endoftext|>", pre="phi-2", add_bos=False, chat_template=CHATML_TEMPLATE),
 )}
 
 

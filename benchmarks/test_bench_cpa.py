@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_cpa import make_queries
-from jenova_fast.cpa import CPA, counters, state
+from jenova_fast.cpa import CPA, counters, reference, state
 from jenova_fast.cpa._impl import counting
 
 
@@ -67,7 +67,15 @@ def test_state_load(benchmark, warm: CPA, tmp_path: Path) -> None:
 
 
 def test_stats_ranking(benchmark, warm: CPA, queries: list[str]) -> None:
-    """`stats()`: every tracked n-gram scored by count x IDF, function words left out, candidate themes."""
+    """`stats()`: every tracked n-gram scored by keyness (reference tables already read), function words
+    left out, candidate themes."""
     warm.observe_queries(queries)
     stats = benchmark(warm.stats, 20)
-    assert len(stats["queries"]["top"]) == 20 and stats["queries"]["ranked_by"] == "score"
+    assert len(stats["queries"]["top"]) == 20 and stats["queries"]["ranked_by"] == "keyness"
+
+
+@pytest.mark.parametrize("lang", reference.LANGUAGES)
+def test_reference_table_load(benchmark, lang: str) -> None:
+    """One reference table read and parsed from the package, as the first `stats` of a process does."""
+    table = benchmark(reference.table.__wrapped__, lang)
+    assert len(table) > 25_000

@@ -47,9 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--top", type=int, default=20, help="rows per table (default 20)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--plot", metavar="PNG", help="also write a bar chart (needs the `plot` extra)")
-    st.add_argument("--by", choices=RANKINGS, default="score",
-                    help="rank query patterns by count x IDF over your own queries (score, the default) or by "
-                         "raw count")
+    st.add_argument("--by", choices=RANKINGS, default="keyness",
+                    help="rank query patterns by keyness (the default: how much more often you say them than "
+                         "people do, weighed by the sessions they recur in and how recent they are), by count "
+                         "x IDF over your own queries (idf), or by raw count")
     st.add_argument("--stopwords", metavar="FILE",
                     help="function words, one per line (# comments), instead of the built-in lists; n-grams "
                          "made only of them are counted but not listed")
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="jenova-fast cpa: %(message)s")
     tty = sys.stderr.isatty()
     try:
-        cpa = CPA(args.state_dir, user=args.user)
+        cpa = CPA(args.state_dir, user=args.user, warm=args.command == "observe")
         if args.command == "observe":
             return _observe(cpa, args, tty)
         if args.command == "stats":

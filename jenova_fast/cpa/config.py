@@ -41,6 +41,9 @@ THEME_HALF_LIFE_DAYS = 30.0
 # Sessions: a query more than this many seconds from the previous one starts a new session (so does an
 # observe call whose first query has no time).
 SESSION_GAP_SECONDS = 30 * 60.0
+# Keyness: a query pattern's score halves for every RECENCY_HALF_LIFE_QUERIES queries since it was last
+# said (2,000: about two months at 30 questions a day).
+RECENCY_HALF_LIFE_QUERIES = 2000.0
 # Candidate themes: among the CANDIDATE_POOL patterns with the best scores, those seen in at least
 # CANDIDATE_MIN_SESSIONS sessions that name no known theme, n-grams sharing a word (with document
 # frequencies within CANDIDATE_DF_RATIO of each other) grouped into one candidate.

@@ -15,6 +15,7 @@ from jenova_fast.cpa.kernels import (
     DF_ERR,
     DOCS,
     ERR,
+    LAST_DOC,
     META_SIZE,
     SESS,
     SESSION_ID,
@@ -36,7 +37,7 @@ class Counted(NamedTuple):
 class Pattern:
     """A tracked n-gram with its document frequency: the true count lies in [count - err, count], the
     true number of queries holding it in [df - df_err, df]; sessions it was seen in while tracked (a
-    lower bound)."""
+    lower bound); the last document that held it (-1: unknown, a state migrated from schema 2)."""
 
     text: str
     count: int
@@ -44,6 +45,7 @@ class Pattern:
     df: int
     df_err: int
     sessions: int
+    last_doc: int
 
 
 class HeavyHitters:
@@ -113,7 +115,8 @@ class HeavyHitters:
     def patterns(self) -> list[Pattern]:
         """Every tracked entry with its document frequency and sessions, in slot order."""
         rows = self.slots[: self.used].tolist()
-        return [Pattern(self.texts[s], r[COUNT], r[ERR], r[DF], r[DF_ERR], r[SESS]) for s, r in enumerate(rows)]
+        return [Pattern(self.texts[s], r[COUNT], r[ERR], r[DF], r[DF_ERR], r[SESS], r[LAST_DOC])
+                for s, r in enumerate(rows)]
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}.{name}": getattr(self, name) for name in self.ARRAYS}

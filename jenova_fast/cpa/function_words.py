@@ -19,9 +19,9 @@ from jenova_fast.cpa import config
 
 # pronouns, determiners, prepositions, conjunctions, auxiliaries and modals, question words, common
 # adverbs and particles, contractions' pieces (the tokenizer splits "don't" into "don" + "t"), the
-# politeness of chat ("please", "thanks") and the light verbs and nouns of asking ("what is the best way
-# to", "I need to", "can you help me", "what happens if"): the words every user says whatever they talk
-# about
+# politeness of chat ("please", "thanks", and the assistant's own name: "thanks jenova") and the light
+# verbs and nouns of asking ("what is the best way to", "I need to", "can you help me", "what happens
+# if"): the words every user says whatever they talk about
 _EN = """
 a about above after again against all also am an and any are aren as at be because been before being
 below between both but by can cannot could couldn d did didn do does doesn doing don down during each
@@ -34,7 +34,7 @@ were weren what when where whether which while who whom whose why will with won 
 your yours yourself yourselves
 able actually already always anything anyway anyone around else even much many maybe one really
 something still thing things though via within without
-hi hello hey please thanks thank ok okay yes yeah sure well like
+hi hello hey please thanks thank ok okay yes yeah sure well like jenova
 best better way ways get gets got getting make makes made use using used need needs want wants know help
 tell explain try trying good possible go going look looking let happen happens happened mean means seem
 seems
@@ -51,6 +51,7 @@ musste nach nicht nichts noch nun nur ob oder ohne sehr sein seine seinem seinen
 sind so solche soll sollte sondern sonst um und uns unser unsere unter viel vom von vor war waren warum
 was weil welche welchem welchen welcher welches wenn wer werde werden wie wieder will wir wird wo wollen
 wollte würde würden zu zum zur zwar zwischen
+kannst könnt könnten musst müssen sollst sollen willst möchte möchten darf darfst dürfen
 """
 
 _FR = """
@@ -60,6 +61,7 @@ doit donc dont du elle elles en encore es est et été être eu eux faire fait i
 les leur leurs lui m ma mais me même mes moi mon n ne ni nos notre nous on ont ou où par parce pas peu
 peut plus pour pourquoi qu quand que quel quelle quelles quels qui quoi s sa sans se sera ses si sien
 son sont sous suis sur t ta te tes toi ton tous tout toute toutes très tu un une vos votre vous y
+peux pouvez pouvons peuvent pourrais pourriez veux voulez veut faut devrais devez
 """
 
 _ES = """
@@ -95,6 +97,10 @@ class FunctionWords:
         """True when every word of the n-gram (words joined by single spaces) is a function word."""
         return all(w in self.words for w in ngram.split(" "))
 
+    def holds_function_words(self, ngram: str) -> bool:
+        """True when any word of the n-gram is a function word."""
+        return any(w in self.words for w in ngram.split(" "))
+
     def describe(self) -> dict:
         return {"source": self.source, "languages": list(self.languages), "words": len(self.words)}
 
@@ -109,8 +115,8 @@ def detect_languages(unigram_counts: Mapping[str, int], words: int) -> tuple[str
     return tuple(found)
 
 
-def built_in(unigram_counts: Mapping[str, int], words: int) -> FunctionWords:
-    langs = detect_languages(unigram_counts, words)
+def built_in(langs: tuple[str, ...]) -> FunctionWords:
+    """The built-in lists of `langs` (from `detect_languages`)."""
     return FunctionWords(frozenset().union(*(BUILT_IN[lang] for lang in langs)), "built-in", langs)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,12 +16,12 @@ if TYPE_CHECKING:
     from jenova_fast.cpa.accelerator import CPA
 
 
-def stats(cpa: CPA, top: int = 20, *, by: str = "score", stopwords: str | os.PathLike[str] | None = None) -> dict:
-    """Everything counted, as plain JSON-able data. Query patterns are ranked `by` "score" (count x
-    IDF over the user's queries) or "count"; n-grams made only of function words are never listed."""
+def stats(cpa: CPA, top: int = 20, *, by: str = "keyness", stopwords: str | os.PathLike[str] | None = None) -> dict:
+    """Everything counted, as plain JSON-able data. Query patterns are ranked `by` "keyness" (how much
+    more the user says them than people do), "idf" (count x IDF over the user's queries) or "count";
+    n-grams made only of function words are never listed. Candidate themes come from the keyness score."""
     st = cpa.state
-    words = cpa.active_function_words(stopwords)
-    rows, hidden = patterns.ranked(st.ngrams, words, by)
+    rows, words, hidden, langs = cpa.ranked_patterns(by, stopwords)
     candidates = patterns.candidate_themes(rows, st.themes, words, top)
     weights = cpa.theme_weights()
     themes = sorted(st.themes.items(), key=lambda kv: (-weights[kv[0]], kv[0]))[:top]
@@ -38,6 +39,7 @@ def stats(cpa: CPA, top: int = 20, *, by: str = "score", stopwords: str | os.Pat
                     "tracked": st.ngrams.used, "documents": st.ngrams.docs,
                     "sessions": int(st.ngrams.meta[SESSION_ID]), "ranked_by": by,
                     "function_words": {**words.describe(), "hidden": hidden},
+                    "reference_languages": list(langs),
                     "top": [r.as_dict() for r in rows[:top]]},
         "candidate_themes": candidates,
         "themes": [{"theme": k, "weight": round(weights[k], 6), "mentions": int(c), "last_seen": t}
@@ -82,6 +84,12 @@ def _df(c: dict) -> str:
     return str(c["df"]) if not c["df_err"] else f"{c['df']} (±{c['df_err']})"
 
 
+def _times(keyness: float) -> str:
+    """exp(keyness): how many times more often than people (at the low end of its interval)."""
+    times = math.exp(keyness)
+    return f"{times:.3g}" if times < 1e5 else f"{times:.1e}"
+
+
 def format_stats(stats: dict) -> str:
     q, m = stats["queries"], stats["memory"]
     comp = stats["compilation"]
@@ -91,9 +99,12 @@ def format_stats(stats: dict) -> str:
              f"generation {stats['generation']})",
              f"queries {q['queries']} in {q['sessions']} session(s), words {q['words']}, n-grams {q['ngrams']} "
              f"({q['tracked']} tracked; {fw['hidden']} made only of function words, {source}, not listed)", ""]
-    by = "count x IDF" if q["ranked_by"] == "score" else "count"
-    lines += _table(f"query patterns (by {by})", ("n-gram", "score", "count", "queries", "sessions"),
-                    [(c["text"], f"{c['score']:.1f}", _count(c), _df(c), c["sessions"]) for c in q["top"]])
+    by = {"keyness": "keyness: how much more you say it than people do", "idf": "count x IDF over your queries",
+          "count": "count"}[q["ranked_by"]]
+    lines += _table(f"query patterns (by {by})", ("n-gram", "score", "x people", "zipf", "count x IDF", "count",
+                                                   "queries", "sessions"),
+                    [(c["text"], f"{c['score']:.1f}", _times(c["keyness"]), f"{c['zipf']:.1f}",
+                      f"{c['count_idf']:.1f}", _count(c), _df(c), c["sessions"]) for c in q["top"]])
     lines += _table("candidate themes (recurring in queries, no insight yet)", ("theme", "score", "queries",
                                                                                  "sessions", "n-grams"),
                     [(t["theme"], f"{t['score']:.1f}", t["queries"], t["sessions"], ", ".join(t["ngrams"]))
@@ -111,8 +122,12 @@ def format_stats(stats: dict) -> str:
     return "\n".join(lines)
 
 
+# each ranking's value in the chart: (pattern field, label)
+_PLOTTED = {"keyness": ("score", "keyness score"), "idf": ("count_idf", "count x IDF"), "count": ("count", "count")}
+
+
 def plot_stats(stats: dict, path: os.PathLike[str] | str) -> Path:
-    """Bar charts of the top query patterns (by score unless ranked by count), themes and memory items,
+    """Bar charts of the top query patterns (by the value they are ranked by), themes and memory items,
     written atomically as PNG."""
     try:
         import matplotlib
@@ -121,10 +136,9 @@ def plot_stats(stats: dict, path: os.PathLike[str] | str) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise PlotUnavailable("--plot needs matplotlib; install it with: pip install 'jenova-fast[plot]'") from exc
-    by_score = stats["queries"]["ranked_by"] == "score"
+    field, label = _PLOTTED[stats["queries"]["ranked_by"]]
     panels = [
-        ("query patterns (count x IDF)" if by_score else "query patterns (count)",
-         [(c["text"], c["score"] if by_score else c["count"]) for c in stats["queries"]["top"]]),
+        (f"query patterns ({label})", [(c["text"], c[field]) for c in stats["queries"]["top"]]),
         ("themes (decayed weight)", [(t["theme"], t["weight"]) for t in stats["themes"]]),
         ("memory items", [(c["text"], c["count"]) for c in stats["memory"]["top_items"]]),
     ]

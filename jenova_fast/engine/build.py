@@ -69,7 +69,10 @@ def key(gpu: str | None = None) -> str:
     digest = hashlib.sha256()
     for part in (pin.LLAMA_CPP_COMMIT, pin.SDIST_SHA256, *cmake_args(gpu), platform.machine()):
         digest.update(part.encode() + b"\0")
-    for path in [*patches(), HERE / "CMakeLists.txt", HERE / "engine.c"]:
+    for path in patches():  # the diffs, not their headers: rewording a header rebuilds nothing
+        text = path.read_text(encoding="utf-8")
+        digest.update(path.name.encode() + b"\0" + text[text.find("\ndiff --git "):].encode())
+    for path in (HERE / "CMakeLists.txt", HERE / "engine.c"):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -111,7 +114,7 @@ def fetch_sdist(source: Path | None = None) -> Path:
             with tempfile.TemporaryDirectory(dir=source.parent) as tmp:
                 log.info("downloading %s from the package index (pip download)", pin.SDIST)
                 done = subprocess.run(
-                    [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                    [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", "llama-cpp-python",
                      f"llama-cpp-python=={pin.LLAMA_CPP_PYTHON}", "-d", tmp],
                     capture_output=True, text=True, check=False)
                 got = Path(tmp) / pin.SDIST
@@ -119,8 +122,8 @@ def fetch_sdist(source: Path | None = None) -> Path:
                     said = (done.stderr.strip().splitlines() or ["no output"])[-1]
                     raise EngineError(
                         f"could not download {pin.SDIST} ({said}); download it where the package index is reachable "
-                        f"(pip download --no-deps --no-binary :all: llama-cpp-python=={pin.LLAMA_CPP_PYTHON}) and "
-                        "run: jenova-fast engine build --source FILE")
+                        "(pip download --no-deps --no-binary llama-cpp-python "
+                        f"llama-cpp-python=={pin.LLAMA_CPP_PYTHON}) and run: jenova-fast engine build --source FILE")
                 os.replace(got, source)
     digest = hashlib.sha256()
     with open(source, "rb") as f:
@@ -156,21 +159,22 @@ def _tool(name: str) -> str | None:
 _PROGRESS = re.compile(r"^\[\s*(\d+)%\]|^\[(\d+)/(\d+)\]")
 
 
-def _steps(process: subprocess.Popen[str]) -> Iterator[tuple[float | None, str]]:
+def _steps(process: subprocess.Popen[str]) -> Iterator[tuple[tuple[int, int] | None, str]]:
+    """Each output line, with (done, total) where the build tool says it: ninja's [n/N], make's [ n%]."""
     assert process.stdout is not None
     for line in process.stdout:
         match = _PROGRESS.match(line)
-        fraction = None
+        done = None
         if match and match.group(1):
-            fraction = int(match.group(1)) / 100
+            done = (int(match.group(1)), 100)
         elif match:
-            fraction = int(match.group(2)) / max(int(match.group(3)), 1)
-        yield fraction, line.rstrip()
+            done = (int(match.group(2)), int(match.group(3)))
+        yield done, line.rstrip()
 
 
 def build(*, gpu: str | None = None, source: Path | None = None, jobs: int | None = None, force: bool = False,
-          progress: Callable[[float, str], None] | None = None) -> Built:
-    """Build (or find) the patched engine; `progress(fraction, line)` follows the compile."""
+          progress: Callable[[int, int], None] | None = None) -> Built:
+    """Build (or find) the patched engine; `progress(done, total)` follows the compile (ninja: files)."""
     if not force and (done := find(gpu)) is not None:
         return done
     cmake = _tool("cmake")
@@ -211,17 +215,17 @@ def build(*, gpu: str | None = None, source: Path | None = None, jobs: int | Non
     return done
 
 
-def _run(command: list[str], log_path: Path, progress: Callable[[float, str], None] | None) -> None:
+def _run(command: list[str], log_path: Path, progress: Callable[[int, int], None] | None) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: list[str] = []
     with open(log_path, "w", encoding="utf-8") as out, subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as process:
         try:
-            for fraction, line in _steps(process):
+            for done, line in _steps(process):
                 out.write(line + "\n")
                 tail = [*tail[-30:], line]
-                if progress is not None and fraction is not None:
-                    progress(fraction, line)
+                if progress is not None and done is not None:
+                    progress(*done)
         except BaseException:
             process.terminate()
             process.wait()

@@ -27,6 +27,7 @@ SUFFIXES = (".lora_a", ".lora_b")
 # every projection of attention and the FFN, as `--train attn,ffn` names them
 DEFAULT_TARGETS = "attn,ffn"
 BASE_SHA256_KEY = "adapter.jenova.base_sha256"  # which base the adapter was trained on, checked at install
+BASE_PATH_KEY = "adapter.jenova.base_path"  # where that base was: install-model and the runtime find it there
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def write_adapter(path: str | os.PathLike[str], base: str | os.PathLike[str], sp
         writer.add_string("adapter.type", "lora")
         writer.add_float32("adapter.lora.alpha", spec.alpha)
         writer.add_string(BASE_SHA256_KEY, base_sha256 or sha256(base))
+        writer.add_string(BASE_PATH_KEY, str(Path(base).resolve()))
         for name, data in tensors.items():
             writer.add_tensor(name, np.ascontiguousarray(data, dtype=np.float32))
         writer.write_header_to_file()

@@ -14,16 +14,19 @@ from jenova_fast._signals import status as interrupted_status
 from jenova_fast.engine import ENGINES
 from jenova_fast.finetune import install
 from jenova_fast.finetune.errors import FinetuneError
-from jenova_fast.finetune.pipeline import TRAINERS, FinetuneConfig, finetune
+from jenova_fast.finetune.pipeline import TRAINERS, FinetuneConfig, FinetuneReport, finetune
 from jenova_fast.finetune.runtime import llama_cpp_module
 from jenova_fast.finetune.train_inprocess import Progress
+from jenova_fast.prepare.cli import system_arg
 from jenova_fast.progress import ProgressBar
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jenova-fast finetune",
-        description="Fine-tune a llama.cpp GGUF model on finetune/train.jsonl and install it.",
+        description="Fine-tune a llama.cpp GGUF model on finetune/train.jsonl and install it. Settings left out are "
+                    "chosen from the data; the plan line says each one and why.",
+        epilog=_cache_line(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--base", "--model-base", required=True, type=Path, help="base model .gguf (any quantization)")
     p.add_argument("--data", "--train-data", type=Path, default=Path("finetune/train.jsonl"),
@@ -31,12 +34,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "--model-out", type=Path, default=Path("models/jenova.gguf"),
                    help="where to write the fine-tuned model (default: %(default)s; an existing file is kept "
                         "as <name>.prev.gguf)")
-    p.add_argument("--epochs", type=int, default=2, help="passes over the data (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default: %(default)s)")
-    p.add_argument("--ctx", type=int, default=512, help="tokens per window, a multiple of 256 (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the data (default: enough for about 60 steps, 3 to 20, stopping early once the "
+                        "training answer loss stops falling)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="AdamW learning rate (default: 1e-4 for 135M trained parameters, scaled by 1/sqrt(params))")
+    p.add_argument("--ctx", type=int, default=None,
+                   help="tokens per window, a multiple of 256 (default: the smallest that holds the longest record)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the free cores)")
-    p.add_argument("--eval-fraction", type=float, default=0.05,
-                   help="fraction of records held out to measure loss (default: %(default)s)")
+    p.add_argument("--eval-fraction", type=float, default=None,
+                   help="fraction of records held out to measure loss (default: 5%%; none in a store of fewer "
+                        "than 20 records, whose loss is then measured on the training records)")
+    p.add_argument("--system", type=system_arg, default=None, metavar="TEXT|@FILE",
+                   help="the assistant's system prompt: opens every record (instead of the template's default, "
+                        "e.g. SmolLM2's) and is written into the model's metadata (jenova.system_prompt)")
+    p.add_argument("--packing", choices=("records", "stream"), default="records",
+                   help="records (default): whole records per window, never one record's end trained into the "
+                        "next; stream: one stream cut every --stride tokens, as llama-finetune does")
     p.add_argument("--template", default=None,
                    help="chat template for bases without one: chatml, llama-3, mistral-instruct, zephyr | FILE.jinja")
     p.add_argument("--trainer", choices=TRAINERS, default="inprocess",
@@ -83,6 +97,15 @@ def _parser() -> argparse.ArgumentParser:
                         "types, for runtimes that cannot load adapters")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     return p
+
+
+def _cache_line() -> str:
+    from jenova_fast.finetune.working_copy import CACHE_MAX_AGE_DAYS, CACHE_MAX_BYTES, cache_dir, cache_usage
+
+    files, size = cache_usage()
+    return (f"working copies (the trained tensors in F32): {cache_dir()} holds {files} file(s), "
+            f"{size / 2**20:.0f} MiB; each is removed after {CACHE_MAX_AGE_DAYS} days unused, the oldest first "
+            f"beyond {CACHE_MAX_BYTES / 2**30:.0f} GiB; delete the folder to clear it ($XDG_CACHE_HOME moves it)")
 
 
 def stride_arg(text: str) -> int | str:
@@ -139,19 +162,27 @@ def _setup_logging(quiet: bool) -> None:
     logging.getLogger("gguf").setLevel(logging.WARNING)  # its writer announces every file at INFO
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    _setup_logging(args.quiet)
-    config = FinetuneConfig(
+def config_from_args(argv: list[str]) -> FinetuneConfig:
+    """The FinetuneConfig of a `jenova-fast finetune` command line (the benchmarks run the same flags)."""
+    return _config(_parser().parse_args(argv))
+
+
+def _config(args: argparse.Namespace) -> FinetuneConfig:
+    return FinetuneConfig(
         base=args.base, data=args.data, out=args.out, epochs=args.epochs, lr=args.lr, n_ctx=args.ctx,
         threads=args.threads, eval_fraction=args.eval_fraction, template=args.template, trainer=args.trainer,
         llama_finetune=args.llama_finetune, install=args.install, models_dir=args.models_dir, report=args.report,
         seed=args.seed, train=args.train, requantize=args.requantize,
-        stride={"half": args.ctx // 2, "ctx": args.ctx}.get(args.stride, args.stride),  # type: ignore[arg-type]
-        gpu_layers=args.gpu_layers, memory_available=args.max_memory, eval_data=args.eval_data, plot=args.plot,
-        engine=args.engine, loss=args.loss, adapter=args.adapter, lora_alpha=args.lora_alpha,
-        merge=args.merge,
+        stride=args.stride, gpu_layers=args.gpu_layers, memory_available=args.max_memory, eval_data=args.eval_data,
+        plot=args.plot, system=args.system, packing=args.packing, engine=args.engine, loss=args.loss,
+        adapter=args.adapter, lora_alpha=args.lora_alpha, merge=args.merge,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.quiet)
+    config = _config(args)
     display = None if args.quiet else ProgressDisplay(sys.stderr)
     try:
         report = finetune(config, progress=display)
@@ -175,19 +206,33 @@ def main(argv: list[str] | None = None) -> int:
             display.close()
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
+    if report.recall_note:
+        print(f"warning: {report.recall_note}", file=sys.stderr)
     if not args.quiet:
-        print(f"smoke check: {report.smoke_prompt[:60]!r} -> {report.smoke_reply[:80]!r}", file=sys.stderr)
-    if not args.quiet:
+        if report.stopped_early:
+            print(f"stopped early {report.stopped_early}", file=sys.stderr)
+        if report.example:
+            ex = report.example
+            print(f"example: {ex['question'][:70]!r}\n  before: {ex['before'][:100]!r}\n"
+                  f"  after:  {ex['after'][:100]!r}", file=sys.stderr)
         print(f"trained {report.train_spec} ({len(report.trained_tensors)} tensors, "
               f"{report.trained_params / 1e6:.1f}M parameters; {report.train_choice})", file=sys.stderr)
+    print(summary_line(report))
+    return 0
+
+
+def summary_line(report: FinetuneReport) -> str:
     placed = f"installed {report.installed}" if report.installed else f"wrote {report.out}"
     kept = f" (previous kept as {report.previous})" if report.previous else ""
-    unit = "nats/answer token" if report.loss == "answer" else "nats/token"
-    print(f"finetune: held-out loss {report.heldout_loss_before:.3f} -> {report.heldout_loss_after:.3f} {unit} "
-          f"({report.engine} engine), {report.steps} steps in {report.seconds_train:.1f} s "
-          f"({1000 * report.seconds_per_step:.1f} ms/step, {report.threads} threads); {placed}{kept}; "
-          f"report {report.report}")
-    return 0
+    return (f"finetune: said back {report.recall_before} -> {report.recall_after} of {report.recall_asked} training "
+            f"answers, {_loss_name(report)} {report.heldout_loss_before:.3f} -> {report.heldout_loss_after:.3f} "
+            f"nats/answer token ({report.engine} engine, loss on {report.loss}), {report.steps} steps in "
+            f"{report.seconds_train:.1f} s ({1000 * report.seconds_per_step:.1f} ms/step, {report.threads} threads); "
+            f"{placed}{kept}; report {report.report}")
+
+
+def _loss_name(report: FinetuneReport) -> str:
+    return "training answer loss" if report.heldout_in_sample else "held-out answer loss"
 
 
 def install_model_main(argv: list[str] | None = None) -> int:
@@ -195,8 +240,12 @@ def install_model_main(argv: list[str] | None = None) -> int:
         prog="jenova-fast install-model",
         description="Install a model as models/jenova.gguf (previous kept as jenova.prev.gguf), or roll back.",
     )
-    p.add_argument("path", nargs="?", type=Path, help="the .gguf to install (validated first)")
+    p.add_argument("path", nargs="?", type=Path,
+                   help="the .gguf to install (validated first); a LoRA adapter goes to jenova-lora.gguf")
     p.add_argument("--rollback", action="store_true", help="swap jenova.gguf and jenova.prev.gguf back")
+    p.add_argument("--adapter", action="store_true", help="with --rollback: roll back jenova-lora.gguf instead")
+    p.add_argument("--base", type=Path, default=None,
+                   help="the base an adapter was trained on (default: the one it records; its SHA-256 must match)")
     p.add_argument("--models-dir", type=Path, default=install.DEFAULT_MODELS_DIR, help="default: %(default)s")
     args = p.parse_args(argv)
     _setup_logging(quiet=True)
@@ -205,7 +254,14 @@ def install_model_main(argv: list[str] | None = None) -> int:
     target = args.models_dir / install.INSTALLED_NAME
     try:
         llama_cpp_module()  # validation loads the model with llama.cpp
-        if args.rollback:
+        if args.adapter or (args.path is not None and install.is_adapter(args.path)):
+            target = args.models_dir / install.ADAPTER_NAME
+        if args.path is not None and target.name == install.ADAPTER_NAME:
+            install.validate_adapter_file(args.path, args.base)
+            result = install.install_model(args.path, target, validate=False)
+            print(f"install-model: installed the adapter {args.path} as {result.installed}"
+                  + (f"; previous kept as {result.previous}" if result.previous else ""))
+        elif args.rollback:
             result = install.rollback(target)
             print(f"install-model: rolled back {result.installed}"
                   + (f"; the replaced model is now {result.previous}" if result.previous else ""))

@@ -1,4 +1,5 @@
-"""Put a model at models/jenova.gguf atomically, keep the previous one as jenova.prev.gguf, roll back.
+"""Put a model at models/jenova.gguf (a LoRA adapter at models/jenova-lora.gguf) atomically, keep the previous
+one as jenova.prev.gguf, roll back.
 
 At every instant `jenova.gguf` is a complete model: the new file is copied beside it and renamed over it,
 and the old one is hard-linked to `jenova.prev.gguf` before that rename. A candidate that fails validation
@@ -25,15 +26,51 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODELS_DIR = Path("models")
 INSTALLED_NAME = "jenova.gguf"
+ADAPTER_NAME = "jenova-lora.gguf"
 
 
 def prev_path(target: Path) -> Path:
     return target.with_name(f"{target.stem}.prev{target.suffix}")
 
 
+def is_adapter(path: str | os.PathLike[str]) -> bool:
+    from jenova_fast.finetune.metadata import open_reader
+
+    field = open_reader(path).fields.get("general.type")
+    return field is not None and field.contents() == "adapter"
+
+
+def validate_adapter_file(path: str | os.PathLike[str], base: str | os.PathLike[str] | None = None) -> Path:
+    """A LoRA adapter that llama.cpp loads over the base it was trained on (the one it records, or `base`,
+    which must have the recorded SHA-256); returns that base."""
+    from jenova_fast.finetune import adapter
+
+    lc = llama_cpp_module()
+    _alpha, _tensors, kv = adapter.read_adapter(path)
+    recorded = kv.get(adapter.BASE_SHA256_KEY)
+    base = Path(base if base is not None else kv.get(adapter.BASE_PATH_KEY, ""))
+    if not base.is_file():
+        raise FinetuneError(f"{path}: its base {str(base) or '(not recorded)'} is not there; give the base it was "
+                            "trained on with --base BASE.gguf")
+    actual = adapter.sha256(base)
+    if recorded and actual != recorded:
+        raise FinetuneError(f"{path} was trained over a base with SHA-256 {recorded}, but {base} has {actual}; "
+                            "an adapter only fits its own base: give that one with --base")
+    with load_model(base) as model:
+        lora = lc.llama_adapter_lora_init(model, os.fsencode(path))
+        if not lora:
+            raise FinetuneError(f"{path}: llama.cpp could not load this adapter over {base}")
+        lc.llama_adapter_lora_free(lora)
+    return base
+
+
 def validate_model_file(path: str | os.PathLike[str]) -> None:
-    """A readable GGUF with tensors that llama.cpp itself loads; anything else raises FinetuneError."""
+    """A readable GGUF with tensors that llama.cpp itself loads (an adapter: over its base); anything else
+    raises FinetuneError."""
     llama_cpp_module()  # without the extra: the error that names `pip install 'jenova-fast[finetune]'`
+    if is_adapter(path):
+        validate_adapter_file(path)
+        return
     info = inspect_model(path)
     if info.types.n_tensors == 0:
         raise FinetuneError(f"{path}: the GGUF has no tensors; it is not a usable model")

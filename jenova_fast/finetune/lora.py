@@ -61,16 +61,19 @@ def finetune_lora(config, progress: ProgressCallback | None = None):  # type: ig
              "every token")
     log.info("training a LoRA adapter: rank %d, alpha %g, on %d matrices (%s): %.2fM parameters", spec.rank,
              spec.alpha, len(matrices), selection.spec, n_params / 1e6)
-    data = pipeline._training_data(config, info, plan, None)
-    heldout = pipeline._scored(data.heldout_windows, loss)
+    data = pipeline._training_data(config, info, None)
+    settings = pipeline._settings(config, plan, data)
+    pipeline._plan_notes(plan, data, settings)
+    heldout = data.heldout_windows()
     before = evaluate.heldout_loss(base, heldout, threads, gpu_layers=config.gpu_layers)
     base_sha = adapter.sha256(base)
     with _fs.temporary(out, directory=True, exclusive="--out") as tmp:
         init = adapter.write_adapter(tmp / "init.gguf", base, spec, initial, base_sha256=base_sha)
+        feed = pipeline._EpochFeed(data, config, settings, plan, progress)
         result = train_inprocess(
-            base, None, lambda epoch: pipeline._scored(data.train_windows(config.n_ctx, config.seed, epoch), loss),
-            heldout, epochs=config.epochs, lr=config.lr, threads=threads, trained=frozenset(initial),
-            gpu_layers=config.gpu_layers, progress=progress, engine_kind=engine.kind, lora=init)
+            base, None, feed, heldout, epochs=settings.epochs, lr=settings.lr, threads=threads,
+            trained=frozenset(initial), gpu_layers=config.gpu_layers, progress=feed.progress,
+            engine_kind=engine.kind, lora=init)
         trained = {name: result.adapter[name].reshape(initial[name].shape) for name in initial}
         final = adapter.write_adapter(tmp / out.name, base, spec, trained, base_sha256=base_sha)
         after = evaluate.heldout_loss(base, heldout, threads, gpu_layers=config.gpu_layers, adapter=final)
@@ -84,14 +87,14 @@ def finetune_lora(config, progress: ProgressCallback | None = None):  # type: ig
         if config.merge is not None:
             adapter.merge(base, final, tmp / "merged.gguf")
             merged = install_model(tmp / "merged.gguf", Path(config.merge), move=True).installed
-        placed = install_model(final, out, validate=False, move=True)
+        placed = install_model(final, out, validate=True, move=True)  # loaded over its base by llama.cpp
 
     report_path = Path(config.report) if config.report else Path(config.data).parent / f"{out.stem}.report.json"
     report = pipeline.FinetuneReport(
         base=str(base), working_copy=str(base), out=str(out), installed=str(out) if config.install else None,
         previous=str(placed.previous) if placed.previous else None, trainer="inprocess", engine=engine.kind,
-        engine_choice=engine.reason, loss=loss, n_ctx=config.n_ctx, stride=data.stride, threads=threads,
-        gpu_layers=config.gpu_layers, lr=config.lr, epochs=config.epochs, train_spec=plan.selection.spec,
+        engine_choice=engine.reason, loss=loss, n_ctx=settings.n_ctx, stride=data.stride, threads=threads,
+        gpu_layers=config.gpu_layers, lr=settings.lr, epochs=settings.epochs, train_spec=plan.selection.spec,
         train_choice=plan.choice, trained_tensors=list(initial), trained_params=n_params, converted={},
         frozen_bytes=base.stat().st_size, memory_estimate={}, requantized={},
         records={"train": data.split.n_train_records, "heldout": data.split.n_heldout_records,
@@ -105,7 +108,8 @@ def finetune_lora(config, progress: ProgressCallback | None = None):  # type: ig
         per_epoch=result.epochs, step_losses=[round(x, 5) for x in result.step_losses],
         eval_points=[(0, before.loss), *result.eval_points], restored_metadata=[],
         smoke_prompt=next((m["content"] for m in reversed(smoke_messages) if m["role"] == "user"), ""),
-        smoke_reply=reply, report=str(report_path),
+        smoke_reply=reply, report=str(report_path), choices=settings.choices, system=config.system,
+        packing=config.packing, heldout_in_sample=data.split.in_sample, stopped_early=feed.stopped,
         notes=[f"LoRA adapter {out} ({out.stat().st_size / 2**20:.1f} MiB) over {base} (SHA-256 {base_sha[:12]}); "
                f"load it with llama.cpp's --lora or Llama(model_path=BASE, lora_path=ADAPTER)"]
               + ([f"merged into a full model: {merged} (the base's types)"] if merged else []),

@@ -56,7 +56,7 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-# epoch (0-based) -> the training windows of that epoch, so each epoch can be reshuffled
+# epoch (0-based) -> the training windows of that epoch, so each epoch can be reshuffled; none: stop there
 WindowsForEpoch = Callable[[int], Windows]
 
 CHUNK_SECONDS = 10.0  # how long one call into llama.cpp may run: Ctrl-C is honoured after it returns
@@ -206,7 +206,10 @@ def train_inprocess(
         meter = _Meter(lib, result, progress, epochs, len(heldout_windows), started, n_ctx)
         with _Chunks(lib, ctx, n_ctx, meter) as run:
             for epoch in range(epochs):
-                _epoch(run, meter, train_windows(epoch), heldout_windows, epoch)
+                windows = train_windows(epoch)
+                if len(windows) == 0:  # the caller stopped early (pipeline's early stopping)
+                    break
+                _epoch(run, meter, windows, heldout_windows, epoch)
         result.seconds = time.perf_counter() - started
         if lora is not None:
             result.adapter = {name: _tensor_data(lib, pointer) for name, pointer in param_filter.pointers.items()}

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from jenova_fast import _fs
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.metadata import open_reader, rewrite_gguf
 from jenova_fast.finetune.runtime import engine
@@ -180,25 +181,72 @@ def write_working_copy(src: str | os.PathLike[str], work: WorkPlan, dst: str | o
     return rewrite_gguf(src, dst, tensor_rewrite=lambda name, t, data: _convert(data, t, types[name]))
 
 
+CACHE_MAX_AGE_DAYS = 30  # a working copy unused this long is removed
+CACHE_MAX_BYTES = 20 * 2**30  # beyond this, the least recently used copies are removed
+
+
+def cache_dir() -> Path:
+    """Where working copies live: `work` in the cache (`_fs.cache_home`: `$XDG_CACHE_HOME/jenova-fast`, else
+    `~/.cache/jenova-fast`); never beside a base that may sit in a read-only or package folder."""
+    return _fs.cache_home() / "work"
+
+
+def cache_usage() -> tuple[int, int]:
+    """(files, bytes) of the working copies in the cache."""
+    files = list(cache_dir().glob("*.gguf"))
+    return len(files), sum(f.stat().st_size for f in files if f.is_file())
+
+
+def clean_cache(keep: Path | None = None, *, now: float | None = None) -> list[Path]:
+    """Remove working copies unused for CACHE_MAX_AGE_DAYS, then the least recently used ones while the cache
+    holds more than CACHE_MAX_BYTES; `keep` (the one in use) stays. Returns what was removed."""
+    import time
+
+    now = time.time() if now is None else now
+    entries = sorted((f.stat().st_mtime, f.stat().st_size, f) for f in cache_dir().glob("*.gguf")
+                     if f.is_file() and f != keep)
+    total = sum(size for _, size, _ in entries) + (keep.stat().st_size if keep and keep.is_file() else 0)
+    removed = []
+    for mtime, size, path in entries:  # oldest first
+        if now - mtime > CACHE_MAX_AGE_DAYS * 86400 or total > CACHE_MAX_BYTES:
+            log.info("removing the working copy %s (unused for %.0f days)", path, (now - mtime) / 86400)
+            path.unlink(missing_ok=True)
+            total -= size
+            removed.append(path)
+    return removed
+
+
+def _base_key(base: Path) -> str:
+    """Names the base in the cache: its resolved path, size and modification time."""
+    stat = base.stat()
+    text = f"{base.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return f"{base.stem}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def working_copy(base: Path, work: WorkPlan) -> Path:
-    """The base itself when nothing changes, else a working copy beside it, named by the plan and reused
-    while newer than the base; other plans' copies of the same base are removed (one per base)."""
+    """The base itself when nothing changes, else a working copy in the cache (`cache_dir`), named by the
+    base and the plan, reused while the base is unchanged; other plans' copies of the same base are removed
+    (one per base), and the cache is kept within its age and size limits."""
     if work.unchanged:
         return base
-    copy = base.with_name(f"{base.stem}.work-{work.digest()}.gguf")
-    if copy.is_file() and copy.stat().st_mtime >= base.stat().st_mtime:
+    key = _base_key(base)
+    copy = cache_dir() / f"{key}.work-{work.digest()}.gguf"
+    if copy.is_file():
         log.info("reusing the working copy %s", copy)
+        os.utime(copy)  # its last use, for the cache's age limit
         return copy
-    for stale in base.parent.glob(f"{base.stem}.work-*.gguf"):
+    for stale in cache_dir().glob(f"{key}.work-*.gguf"):
         log.info("removing the working copy of another --train choice: %s", stale)
         stale.unlink(missing_ok=True)
+    clean_cache()
     try:
+        copy.parent.mkdir(parents=True, exist_ok=True)
         return write_working_copy(base, work, copy)
     except OSError as exc:  # a read-only folder, a full disk, a file size limit
         raise FinetuneError(
             f"{copy}: cannot write the working copy ({exc.strerror or exc}); it needs "
-            f"{work.work_bytes() / 2**20:.1f} MiB beside the base: free space there, or copy the base to a "
-            "writable folder with room") from exc
+            f"{work.work_bytes() / 2**20:.1f} MiB in the cache folder {cache_dir()}: free space there, or "
+            "set XDG_CACHE_HOME to a writable folder with room") from exc
 
 
 def _can_dequantize(qtype: Any) -> bool:

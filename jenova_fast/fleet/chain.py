@@ -273,7 +273,8 @@ def finetune_config(paths: UserPaths, options: FleetOptions, threads: int | None
         eval_data=paths.eval if options.split_eval > 0 else None, template=options.template, install=False,
         models_dir=paths.models_dir, report=paths.finetune_report, seed=options.seed, train=options.train,
         requantize=options.requantize, stride=options.stride, gpu_layers=options.gpu_layers,
-        memory_available=memory,
+        memory_available=memory, engine=options.engine, loss=options.loss, adapter=options.adapter,
+        lora_alpha=options.lora_alpha,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jenova_fast._signals import status as interrupted_status
+from jenova_fast.engine import ENGINES
 from jenova_fast.finetune.cli import size_arg, stride_arg
 from jenova_fast.fleet.plan import FleetError, FleetOptions, default_root, list_users
 
@@ -54,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--max-memory", type=size_arg, default=None, metavar="SIZE",
                     help="memory of each training (default: the worker's memory limit)")
     ft.add_argument("--gpu-layers", type=int, default=0, help="default: %(default)s")
+    ft.add_argument("--engine", choices=ENGINES, default="auto", help="patched (when built), stock or auto (default)")
+    ft.add_argument("--loss", choices=("answer", "all"), default=None, help="default: answer on the patched engine")
+    ft.add_argument("--adapter", default=None, metavar="lora[:RANK]",
+                    help="a LoRA adapter per user over the shared base (models/jenova-lora.gguf, a few MB each)")
+    ft.add_argument("--lora-alpha", type=float, default=None, help="default: the rank")
     p.add_argument("--force", action="store_true", help="retrain users whose model is fresh too")
     p.add_argument("--report", type=Path, default=None, metavar="FILE.json", help="each user's outcome as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="only failures and the summary")
@@ -68,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         base=args.base, epochs=args.epochs, lr=args.lr, n_ctx=args.ctx, train=args.train,
         requantize=args.requantize, stride={"half": args.ctx // 2, "ctx": args.ctx}.get(args.stride, args.stride),
         seed=args.seed, eval_fraction=args.eval_fraction, split_eval=args.split_eval, template=args.template,
-        threads=args.threads, max_memory=args.max_memory, gpu_layers=args.gpu_layers)
+        threads=args.threads, max_memory=args.max_memory, gpu_layers=args.gpu_layers, engine=args.engine,
+        loss=args.loss, adapter=args.adapter, lora_alpha=args.lora_alpha)
     try:
         from jenova_fast.fleet.cluster import quiet_dask_logs
 

@@ -28,6 +28,7 @@ from typing import Any
 FLEET_SCHEMA = 1  # part of every fingerprint: a change of the chain's meaning retrains everyone once
 FINGERPRINT_NAME = "jenova.fleet.json"
 INSTALLED_NAME = "jenova.gguf"
+ADAPTER_NAME = "jenova-lora.gguf"  # a few MB per user over the one shared base
 STAGE_NAME = "fleet-stage"
 LEDGER_NAME = "fleet-observed.json"
 
@@ -47,6 +48,7 @@ class UserPaths:
 
     root: Path
     user: str
+    adapter: bool = False  # the fleet trains LoRA adapters: installed as models/jenova-lora.gguf
 
     @property
     def home(self) -> Path:
@@ -99,7 +101,7 @@ class UserPaths:
 
     @property
     def installed(self) -> Path:
-        return self.models_dir / INSTALLED_NAME
+        return self.models_dir / (ADAPTER_NAME if self.adapter else INSTALLED_NAME)
 
     @property
     def fingerprint_file(self) -> Path:
@@ -125,12 +127,20 @@ class FleetOptions:
     prepare_threads: int = 1  # prepare runs beside the trainings: one thread each by default
     max_memory: int | None = None  # bytes per training; None: the worker's memory limit or what is available
     gpu_layers: int = 0
+    engine: str = "auto"  # finetune's --engine
+    loss: str | None = None  # finetune's --loss
+    adapter: str | None = None  # lora[:RANK]: one adapter per user over the shared base
+    lora_alpha: float | None = None
 
     def identity(self) -> dict[str, Any]:
-        """The options that change what is trained (not where or how fast): part of the fingerprint."""
+        """The options that change what is trained (not where or how fast): part of the fingerprint. The
+        options added with the engine count only when set, so fleets trained before them stay fresh."""
         out = asdict(self)
         for key in ("base", "threads", "prepare_threads", "max_memory"):
             out.pop(key)
+        for key, default in (("engine", "auto"), ("loss", None), ("adapter", None), ("lora_alpha", None)):
+            if out[key] == default:
+                out.pop(key)
         return out
 
 

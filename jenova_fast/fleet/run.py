@@ -110,7 +110,7 @@ def run_fleet(client: Client, root: str | Path, users: list[str], options: Fleet
     client.subscribe_topic(chain.TOPIC, on_event)
     try:
         for index, user in enumerate(users):
-            paths = UserPaths(root, user)
+            paths = UserPaths(root, user, adapter=options.adapter is not None)
             current = fingerprint(paths, base, options)
             if not force and is_fresh(paths, current):
                 outcomes[user] = UserOutcome(user, "skipped", fingerprint=current.digest, store_files=current.files)

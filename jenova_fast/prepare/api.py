@@ -46,6 +46,7 @@ class RecordOptions:
     template: ModelText | None = None  # --format text: the model whose chat template renders records
     max_tokens: int | None = None
     tokenizer: ModelText | None = None  # --max-tokens: the model whose tokens are counted
+    system: str | None = None  # --system: the assistant's system prompt, opening every record
 
     @property
     def writer_format(self) -> str:
@@ -58,11 +59,11 @@ class RecordOptions:
         return self.metadata or self.max_tokens is not None
 
     def reshaper(self) -> Reshaper | None:
-        if self.fmt != "text" and self.max_tokens is None:
+        if self.fmt != "text" and self.max_tokens is None and self.system is None:
             return None
         from jenova_fast.prepare.templates import Reshaper
 
-        return Reshaper(self.fmt, self.metadata, self.template, self.max_tokens, self.tokenizer)
+        return Reshaper(self.fmt, self.metadata, self.template, self.max_tokens, self.tokenizer, self.system)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def prepare(
     with_metadata: bool = False,
     max_tokens: int | None = None,
     tokenizer: PathLike | None = None,
+    system: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> PrepareReport:
     """Write one chat record per insight (then per history pair) to `output`, atomically.
@@ -116,7 +118,9 @@ def prepare(
     `template_from`. `sources` (default: insights, and history when `include_history` is given) adds
     "assumptions" and "cortex" records (sources.py). `with_metadata` adds {"source", "path", "timestamp"}
     to each record. `max_tokens` drops (and reports) records longer than that in the tokens of the GGUF
-    model `tokenizer`, rendered with its chat template. The last three need llama-cpp-python.
+    model `tokenizer`, rendered with its chat template. The last three need llama-cpp-python. `system`, the
+    assistant's own system prompt, opens every record (a system message, or alpaca's "system" field), so a
+    template's default one is not what the model is trained under.
 
     Raises StoreNotFoundError when there is no store, OutputError when `output` cannot be written,
     FileNotFoundError for a missing history file; bad insight files are skipped and reported.
@@ -162,6 +166,7 @@ def prepare(
         template=template,
         max_tokens=max_tokens,
         tokenizer=counter,
+        system=system,
     )
     balancer = (
         _balancer(module, roots, report.threads, max_file_bytes, follow_symlinks, topic_caps, options)

@@ -103,6 +103,13 @@ def build_parser(prog: str = "jenova-fast prepare") -> argparse.ArgumentParser:
         help="leave out (and report) records longer than N tokens of --tokenizer, rendered with its chat template",
     )
     shape.add_argument("--tokenizer", metavar="MODEL.gguf", help="--max-tokens: whose tokens are counted")
+    shape.add_argument(
+        "--system",
+        type=system_arg,
+        metavar="TEXT|@FILE",
+        help="the assistant's system prompt, opening every record (a system message; alpaca: a system field); "
+        "give finetune the same --system",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--output", "--output-file", default=str(DEFAULT_OUTPUT), metavar="FILE", help="default: %(default)s"
@@ -120,6 +127,16 @@ def build_parser(prog: str = "jenova-fast prepare") -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def system_arg(text: str) -> str:
+    """--system TEXT, or @FILE for the text of a file."""
+    if not text.startswith("@"):
+        return text
+    try:
+        return Path(text[1:]).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"{text[1:]}: cannot read the system prompt ({exc})") from None
 
 
 def _positive_int(text: str) -> int:
@@ -201,6 +218,7 @@ def main(argv: list[str] | None = None, prog: str = "jenova-fast prepare") -> in
             with_metadata=args.with_metadata,
             max_tokens=args.max_tokens,
             tokenizer=args.tokenizer,
+            system=args.system,
             progress=show if bar else None,
         )
     except (StoreNotFoundError, OutputError, FileNotFoundError, ImportError, ValueError) as exc:

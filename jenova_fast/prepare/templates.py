@@ -92,11 +92,25 @@ def record_messages(record: dict[str, Any]) -> list[dict[str, str]]:
     if "messages" in record:
         return list(record["messages"])
     if "conversations" in record:
-        roles = {"human": "user", "gpt": "assistant"}
+        roles = {"human": "user", "gpt": "assistant", "system": "system"}
         return [{"role": roles[m["from"]], "content": m["value"]} for m in record["conversations"]]
     if "instruction" in record:
-        return [{"role": "user", "content": record["instruction"]}, {"role": "assistant", "content": record["output"]}]
+        system = [{"role": "system", "content": record["system"]}] if "system" in record else []
+        return [*system, {"role": "user", "content": record["instruction"]},
+                {"role": "assistant", "content": record["output"]}]
     return [*record["prompt"], *record["completion"]]
+
+
+def with_system(record: dict[str, Any], system: str) -> dict[str, Any]:
+    """`record` (any --format but text) opened by the system prompt: a system message first, or alpaca's
+    "system" field (LLaMA-Factory's column), in the layout each trainer reads."""
+    if "messages" in record:
+        return {**record, "messages": [{"role": "system", "content": system}, *record["messages"]]}
+    if "conversations" in record:
+        return {**record, "conversations": [{"from": "system", "value": system}, *record["conversations"]]}
+    if "instruction" in record:
+        return {"system": system, **record}
+    return {**record, "prompt": [{"role": "system", "content": system}, *record["prompt"]]}
 
 
 def to_text_lines(chunk: bytes, model: ModelText) -> bytes:
@@ -120,7 +134,7 @@ class Reshaper:
 
     def __init__(
         self, fmt: str, keep_metadata: bool, template: ModelText | None, max_tokens: int | None,
-        tokenizer: ModelText | None,
+        tokenizer: ModelText | None, system: str | None = None,
     ) -> None:
         if fmt == "text" and template is None:
             raise TemplateError("--format text needs --template-from MODEL.gguf (the model whose chat template "
@@ -129,6 +143,7 @@ class Reshaper:
             raise TemplateError("--max-tokens needs --tokenizer MODEL.gguf (the model whose tokens are counted)")
         self.fmt, self.keep_metadata = fmt, keep_metadata
         self.template, self.max_tokens, self.tokenizer = template, max_tokens, tokenizer
+        self.system = system
         self.too_long: list[dict[str, Any]] = []  # {"source", "path", "tokens", "eval"}
         self.longest = 0
 
@@ -140,6 +155,8 @@ class Reshaper:
             record = json.loads(line)
             meta = record.pop("metadata", None)
             text = None
+            if self.system is not None:
+                record = with_system(record, self.system)
             if self.fmt == "text":
                 assert self.template is not None
                 text = self.template.render(record["messages"])

@@ -43,7 +43,8 @@ OBJECTS = ["it", "this", "that", "them", "my phone", "the laptop", "my email", "
 
 def planted_history(path: Path, n: int = 3000, seed: int = 5) -> Path:
     """n queries over 30 days (one session a day): every fifth about one of three planted interests, the
-    rest everyday questions, nine in ten signed off "thanks jenova" (a content word in 90% of queries)."""
+    rest everyday questions, nine in ten signed off "thanks jenova" (the assistant's name: a built-in
+    function word)."""
     rng = random.Random(seed)
     topics = list(PLANTED.values())
     everyday = n - n // 5
@@ -75,36 +76,40 @@ def test_a_query_counts_once_in_document_frequency(cpa_impl: str) -> None:
     got = {p.text: (p.count, p.err, p.df, p.df_err) for p in cpa.query_patterns(by="count")}
     assert got["tomato"] == (4, 0, 2, 0) and got["tomato tomato"] == (2, 0, 1, 0) and got["soup"] == (2, 0, 2, 0)
     assert cpa.state.ngrams.docs == 5  # a NUL inside a query splits it into two documents
-    score = {p.text: p.score for p in cpa.query_patterns()}
+    score = {p.text: p.count_idf for p in cpa.query_patterns(by="idf")}
     assert score["tomato"] == pytest.approx(4 * np.log(5 / 2)) and score["soup"] == pytest.approx(2 * np.log(5 / 2))
 
 
-def test_planted_phrases_are_the_top_patterns_by_score(cpa_impl: str, tmp_path: Path) -> None:
+def test_planted_phrases_are_the_top_patterns_by_idf(cpa_impl: str, tmp_path: Path) -> None:
     cpa = CPA(tmp_path / "state")
     cpa.observe_history(planted_history(tmp_path / "history.jsonl"))
-    by_score = cpa.query_patterns()
-    assert {p.text for p in by_score[: len(PLANTED_NGRAMS)]} == PLANTED_NGRAMS
-    shown = {p.text for p in by_score}
-    assert not shown & {"do", "how", "to", "i", "what", "how do", "do i", "thanks", "is there"}  # function words
-    assert {"water raised", "feed my", "jenova"} <= shown  # function words stay inside bigrams
+    by_idf = cpa.query_patterns(by="idf")
+    assert {p.text for p in by_idf[: len(PLANTED_NGRAMS)]} == PLANTED_NGRAMS
+    shown = {p.text for p in by_idf}
+    assert not shown & {"do", "how", "to", "i", "what", "how do", "do i", "thanks", "is there", "jenova"}
+    assert {"water raised", "feed my"} <= shown  # by IDF, function words stay inside bigrams
+    by_keyness = [p.text for p in cpa.query_patterns()]
+    assert by_keyness[0] == "sourdough starter" and "feed my" not in by_keyness  # by keyness: content n-grams
     by_count = cpa.query_patterns(by="count")
-    assert [p.text for p in by_count[:2]] == ["jenova", "thanks jenova"]  # in 90% of queries: low IDF
     assert [p.count for p in by_count] == sorted((p.count for p in by_count), reverse=True)
     stats = cpa.stats(top=10)
     assert stats["queries"]["sessions"] == 30 and stats["queries"]["documents"] == 3000
-    assert {c["theme"] for c in stats["candidate_themes"][:3]} == set(PLANTED)  # "raised garden beds" chained
+    # by keyness, rare words lead: "acetone" (a fifth of the starter's questions) before "sicilian defence";
+    # "raised garden beds", all common words, comes after the rarer everyday "router" and "kettle"
+    themes = [c["theme"] for c in stats["candidate_themes"]]
+    assert themes[:3] == ["sourdough starter", "acetone", "sicilian defence"] and "raised garden beds" in themes
     assert stats["candidate_themes"][0]["sessions"] == 30 and stats["candidate_themes"][0]["queries"] == 200
     # an insight about it makes it a known theme: no longer a candidate
     cpa.observe_topics(["Sourdough Starter"])
     themes = [c["theme"] for c in cpa.stats(top=10)["candidate_themes"]]
-    assert "sourdough starter" not in themes and set(themes[:2]) == {"sicilian defence", "raised garden beds"}
+    assert "sourdough starter" not in themes and themes[:2] == ["acetone", "sicilian defence"]
 
 
 def _pattern_rows(pure: bool, history: Path, state_dir: Path) -> list[patterns.RankedPattern]:
     os.environ["JENOVA_FAST_PURE"] = "1" if pure else "0"
     cpa = CPA(state_dir)
     cpa.observe_history(history)
-    return cpa.query_patterns()
+    return cpa.query_patterns() + cpa.query_patterns(by="idf")
 
 
 def test_pure_and_native_give_identical_scores(compiled_state, tmp_path: Path) -> None:
@@ -163,8 +168,10 @@ def test_function_words_languages_and_file(tmp_path: Path, cpa_impl: str) -> Non
     assert fw.languages == ("en", "de") and "die" not in {p.text for p in cpa.query_patterns()}
     words = tmp_path / "stop.txt"
     words.write_text("# mine\nKatze  hund\n\n", encoding="utf-8")
-    shown = {p.text for p in cpa.query_patterns(stopwords=words)}
+    shown = {p.text for p in cpa.query_patterns(by="idf", stopwords=words)}
     assert {"katze", "hund", "katze und"} & shown == {"katze und"} and "the" in shown
+    shown = {p.text for p in cpa.query_patterns(stopwords=words)}  # by keyness: no bigram with a function word
+    assert not {"katze", "hund", "katze und", "der hund"} & shown and {"the", "und der"} <= shown
     with pytest.raises(function_words.StopwordsError, match="stopwords file"):
         cpa.query_patterns(stopwords=tmp_path / "missing.txt")
 
@@ -207,20 +214,22 @@ def test_cli_json_by_and_plot(compiled_state, warm_state: Path, tmp_path: Path, 
     assert main(["observe", "--state-dir", str(warm_state), "--history", str(history)]) == 0
     capsys.readouterr()
     png = tmp_path / "stats.png"
-    assert main(["stats", "--state-dir", str(warm_state), "--json", "--top", "11", "--plot", str(png)]) == 0
+    assert main(["stats", "--state-dir", str(warm_state), "--json", "--top", "11", "--by", "idf", "--plot",
+                 str(png)]) == 0
     stats = json.loads(capsys.readouterr().out)
     top = stats["queries"]["top"]
-    assert {c["text"] for c in top} == PLANTED_NGRAMS and stats["queries"]["ranked_by"] == "score"
-    assert set(top[0]) == {"text", "score", "count", "err", "df", "df_err", "sessions"}
-    assert [c["score"] for c in top] == sorted((c["score"] for c in top), reverse=True)
+    assert {c["text"] for c in top} == PLANTED_NGRAMS and stats["queries"]["ranked_by"] == "idf"
+    assert [c["count_idf"] for c in top] == sorted((c["count_idf"] for c in top), reverse=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["stats", "--state-dir", str(warm_state), "--by", "count", "--top", "3"]) == 0
     table = capsys.readouterr().out
-    assert "query patterns (by count)" in table and "jenova" in table and "candidate themes" in table
+    assert "query patterns (by count)" in table and "jenova" not in table and "candidate themes" in table
     stop = tmp_path / "stop.txt"
-    stop.write_text("jenova\nthanks\n", encoding="utf-8")
-    assert main(["stats", "--state-dir", str(warm_state), "--by", "count", "--stopwords", str(stop), "--json"]) == 0
-    assert "jenova" not in {c["text"] for c in json.loads(capsys.readouterr().out)["queries"]["top"]}
+    stop.write_text("thanks\nsourdough\n", encoding="utf-8")  # replaces the built-in lists
+    assert main(["stats", "--state-dir", str(warm_state), "--by", "count", "--stopwords", str(stop), "--json",
+                 "--top", "1000"]) == 0
+    shown = {c["text"] for c in json.loads(capsys.readouterr().out)["queries"]["top"]}
+    assert "sourdough" not in shown and {"jenova", "how", "sourdough starter"} <= shown
     assert main(["stats", "--state-dir", str(warm_state), "--stopwords", str(tmp_path / "none.txt")]) == 2
     assert "none.txt" in capsys.readouterr().err
 

@@ -88,3 +88,47 @@ def test_adapter_options_are_checked(patched, tmp_path):
     for bad in ("lora:0", "lora:x", "qlora"):
         with pytest.raises(FinetuneError, match="--adapter"):
             parse_adapter(bad)
+
+
+def test_install_model_checks_an_adapters_base_and_rolls_back(trained_lora, tmp_path):
+    from jenova_fast.finetune.tiny_model import write_tiny_model
+    from tests.conftest import run_cli
+
+    _, _, _, root = trained_lora
+    adapter = root / "models" / "jenova-lora.gguf"
+    models = tmp_path / "models"
+    other = write_tiny_model(tmp_path / "other.gguf", seed=7)  # same shape, other weights
+    refused = run_cli("install-model", adapter, "--base", other, "--models-dir", models)
+    assert refused.returncode == 1 and str(other) in refused.stderr and "SHA-256" in refused.stderr
+    assert not models.exists() or not any(models.iterdir())
+    for _ in range(2):
+        done = run_cli("install-model", adapter, "--models-dir", models)  # the base it records
+        assert done.returncode == 0, done.stderr
+        assert "installed the adapter" in done.stdout
+    assert (models / "jenova-lora.gguf").is_file() and (models / "jenova-lora.prev.gguf").is_file()
+    back = run_cli("install-model", "--rollback", "--adapter", "--models-dir", models)
+    assert back.returncode == 0, back.stderr
+    assert not (models / "jenova.gguf").exists()  # the full model's place is not touched
+
+
+def test_the_fleet_gives_each_user_an_adapter_over_the_shared_base(patched, tmp_path):
+    """The chain by hand (what each Dask worker runs): a few MB per user instead of a model per user."""
+    from jenova_fast.finetune import adapter
+    from jenova_fast.finetune.tiny_model import write_tiny_model
+    from jenova_fast.fleet import FleetOptions
+    from jenova_fast.fleet.chain import run_chain
+    from jenova_fast.fleet.demo import write_fleet
+    from jenova_fast.fleet.plan import UserPaths, base_identity, fingerprint, is_fresh
+
+    base = write_tiny_model(tmp_path / "base.gguf")
+    (user,) = write_fleet(tmp_path, 1, 24, model=False)
+    options = FleetOptions(base=base, n_ctx=256, lr=2e-3, epochs=2, eval_fraction=0.1, adapter="lora:4")
+    paths = UserPaths(tmp_path, user, adapter=True)
+    identity = base_identity(base)
+    _, _, trained, installed = run_chain(paths, options, identity)
+    assert installed.model == str(tmp_path / "users" / user / "models" / "jenova-lora.gguf")
+    kv = adapter.read_adapter(installed.model)[2]
+    assert kv[adapter.BASE_SHA256_KEY] == adapter.sha256(base)
+    assert not (tmp_path / "users" / user / "models" / "jenova.gguf").exists()
+    assert is_fresh(paths, fingerprint(paths, identity, options))  # a rerun skips the user
+    assert trained.heldout_loss_after < trained.heldout_loss_before

@@ -42,9 +42,28 @@ N_RECORDS = 120  # about 12k tokens: 85 steps per epoch at n_ctx 256
 TRAIN_SETTINGS = {"n_ctx": 256, "lr": 2e-3, "epochs": 2, "eval_fraction": 0.1}
 
 
-@pytest.fixture(scope="session")
-def ft_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("finetune")
+@pytest.fixture(scope="session", autouse=True)
+def ft_root(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The session's folder; working copies go to a cache inside it ($XDG_CACHE_HOME), never the user's, which
+    lends it only the patched engine it built (`jenova-fast engine build`), if any."""
+    import os
+
+    from jenova_fast import _fs
+
+    root = tmp_path_factory.mktemp("finetune")
+    engine = _fs.cache_home() / "engine"
+    before = {key: os.environ.get(key) for key in ("XDG_CACHE_HOME", "JENOVA_FAST_CACHE")}
+    os.environ.pop("JENOVA_FAST_CACHE", None)
+    os.environ["XDG_CACHE_HOME"] = str(root / "cache")
+    if engine.is_dir():
+        (root / "cache" / "jenova-fast").mkdir(parents=True)
+        (root / "cache" / "jenova-fast" / "engine").symlink_to(engine)
+    yield root
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

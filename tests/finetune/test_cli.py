@@ -30,9 +30,11 @@ def test_demo_store_to_installed_model(tmp_path):
                    "--epochs", "1", "--eval-fraction", "0.1", cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     summary = done.stdout.strip().splitlines()[-1]
-    assert summary.startswith("finetune: held-out loss") and "installed models/jenova.gguf" in summary
-    assert "previous kept as models/jenova.prev.gguf" in summary
-    assert "train 1/1" in done.stderr and "held-out loss before" in done.stderr
+    assert summary.startswith("finetune: said back ") and "installed models/jenova.gguf" in summary
+    assert "held-out answer loss" in summary and "previous kept as models/jenova.prev.gguf" in summary
+    assert "train 1/1" in done.stderr and "held-out answer loss before" in done.stderr
+    assert "plan: ctx 256: given with --ctx; epochs 1: given with --epochs; lr 0.002: given with --lr" in done.stderr
+    assert "example: " in done.stderr and "  after:  " in done.stderr
     report = json.loads((tmp_path / "finetune" / "jenova.report.json").read_text(encoding="utf-8"))
     assert report["heldout_loss_after"] < report["heldout_loss_before"]
     assert (tmp_path / "models" / "jenova.gguf").read_bytes() == (tmp_path / "finetune" / "jenova.gguf").read_bytes()
@@ -66,8 +68,10 @@ def test_without_the_extra_the_error_names_the_install_command(tmp_path, args):
 def test_help_lists_the_seed_flag_names():
     done = run_cli("finetune", "--help")
     assert done.returncode == 0
-    for flag in ("--model-base", "--train-data", "--model-out", "--trainer", "--llama-finetune", "--install"):
+    for flag in ("--model-base", "--train-data", "--model-out", "--trainer", "--llama-finetune", "--install",
+                 "--system"):
         assert flag in done.stdout
+    assert "working copies" in done.stdout and str(Path("jenova-fast") / "work") in done.stdout
 
 
 def test_the_documented_tiny_model_command_writes_a_model_without_warnings(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,66 @@ def test_split_is_by_record_and_every_record_starts_with_one_bos(vocab):
     assert int((split.train == BOS).sum()) == 45 and int((split.heldout == BOS).sum()) == 5
     assert int((split.train == EOS).sum()) == 90
     assert len(split.heldout_conversations) == 5 and all(c in records for c in split.heldout_conversations)
+    assert not split.in_sample and split.unmasked == 0
+
+
+def test_a_small_store_is_trained_whole_and_measured_in_sample(vocab):
+    records = [r["messages"] for r in chat_records(12)]
+    renderer = render.Renderer(TINY_CHAT_TEMPLATE, "<s>", "</s>")
+    split = render.split_and_tokenize(records, renderer, lambda t: runtime.tokenize(vocab, t), bos=BOS,
+                                      add_bos=True, eval_fraction=None)
+    assert split.in_sample and split.n_train_records == 12 and split.n_heldout_records == 0
+    assert split.heldout_records is split.train_records
+
+
+def _detokenize(vocab, tokens) -> str:
+    lc = runtime.llama_cpp_module()
+    buf = ctypes.create_string_buffer(4096)
+    n = lc.llama_detokenize(lc.llama_model_get_vocab(vocab), (lc.llama_token * len(tokens))(*tokens), len(tokens),
+                            buf, len(buf), False, True)
+    return buf.raw[:n].decode()
+
+
+@pytest.mark.parametrize("system", [None, "Be brief."])
+def test_only_the_answers_and_their_end_of_turn_are_trained(vocab, system):
+    renderer = render.Renderer(TINY_CHAT_TEMPLATE, "<s>", "</s>", system=system)
+    messages = [{"role": "user", "content": "Name my dog."}, {"role": "assistant", "content": "Biscuit."},
+                {"role": "user", "content": "And my cat?"}, {"role": "assistant", "content": "Olga, a tabby."}]
+    text, spans = renderer.answer_spans(messages)
+    assert text.startswith("<|system|>\nBe brief.</s>\n<|user|>" if system else "<|user|>\nName my dog.")
+    assert [text[a:b] for a, b in spans] == ["Biscuit.</s>", "Olga, a tabby.</s>"]
+    record = render.tokenize_record(text, spans, lambda t: runtime.tokenize(vocab, t), bos=BOS, add_bos=True)
+    assert record.tokens[0] == BOS and len(record.tokens) == len(record.trained)
+    edges = np.flatnonzero(np.diff(record.trained.astype(int)) != 0) + 1  # where trained runs start and end
+    runs = [record.tokens[a:b] for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    assert [_detokenize(vocab, list(r)) for r in runs] == ["Biscuit.</s>", "Olga, a tabby.</s>"]
+    assert render.Renderer(TINY_CHAT_TEMPLATE, "<s>", "</s>", system="x").prompt(messages[:1]).startswith("<|system|>")
+
+
+def test_chatml_answers_without_the_template_newline(tmp_path):
+    from jenova_fast.finetune.tiny_model import CHATML_TEMPLATE, write_tiny_model
+
+    path = write_tiny_model(tmp_path / "q.gguf", arch="qwen2", chat_template=CHATML_TEMPLATE)
+    with runtime.load_model(path, vocab_only=True) as model:
+        bos, eos, add_bos, bos_text, eos_text = runtime.special_tokens(model)
+        renderer = render.Renderer(CHATML_TEMPLATE, bos_text, eos_text, system="You are Jenova.")
+        text, spans = renderer.answer_spans([{"role": "user", "content": "Hi"},
+                                             {"role": "assistant", "content": "Hello there"}])
+        record = render.tokenize_record(text, spans, lambda t: runtime.tokenize(model, t), bos=bos, add_bos=add_bos)
+        answer = list(record.tokens[record.trained])
+        assert _detokenize(model, answer) == "Hello there<|im_end|>" and answer[-1] == eos
+        assert "You are Jenova." in text and not record.trained[: text.count("<|im_start|>")].any()
+
+
+def test_a_template_that_renders_turns_differently_is_trained_whole(vocab, caplog):
+    template = "{% for m in messages %}{{ m['content'] }}{% if loop.last %}!{% endif %}{% endfor %}"
+    renderer = render.Renderer(template, "<s>", "</s>")
+    with caplog.at_level("WARNING"):
+        split = render.split_and_tokenize([r["messages"] for r in chat_records(30)], renderer,
+                                          lambda t: runtime.tokenize(vocab, t), bos=BOS, add_bos=True,
+                                          eval_fraction=None)
+    assert split.unmasked == 30 and "cannot be told apart" in caplog.text
+    assert all(r.trained[1:].all() and not r.trained[0] for r in split.train_records)
 
 
 def test_template_that_writes_bos_itself_gets_no_second_one(vocab):

@@ -12,7 +12,7 @@ pytest.importorskip("gguf")
 pytest.importorskip("llama_cpp")
 
 from jenova_fast._fs import available_cores
-from jenova_fast.finetune import FinetuneConfig, finetune
+from jenova_fast.finetune import FinetuneConfig, finetune, working_copy
 from jenova_fast.finetune.metadata import open_reader, read_kv
 from jenova_fast.finetune.runtime import pick_threads
 from jenova_fast.finetune.tiny_model import TINY_CHAT_TEMPLATE
@@ -29,8 +29,11 @@ def test_heldout_loss_falls(trained):
 
 
 def test_trainer_and_independent_scoring_agree(trained):
-    """ggml-opt's own held-out loss after the last epoch equals plain-inference scoring of the saved file."""
+    """ggml-opt's own held-out loss after the last epoch equals plain-inference scoring of the saved file (both
+    on the answers: the stock engine cannot mask, so its own figure covers every token, padding included)."""
     report, _ = trained
+    if report.engine == "stock":
+        pytest.skip("the stock engine scores every token of a window; build the patched one: jenova-fast engine build")
     assert report.per_epoch[-1]["eval_loss"] == pytest.approx(report.heldout_loss_after, rel=1e-3)
 
 
@@ -91,16 +94,17 @@ def test_quantized_base_trains_all_in_an_f32_working_copy(request, base_fixture,
     report = finetune(FinetuneConfig(base=base, data=small_chat_jsonl, out=out, report=tmp_path / "r.json",
                                      train="all", **{**TRAIN_SETTINGS, "epochs": 1}))
     work = Path(report.working_copy)
-    assert work.name.startswith(f"{base.stem}.work-") and work.is_file()
+    assert work.parent == working_copy.cache_dir() and work.name.startswith(f"{base.stem}-") and work.is_file()
+    assert ".work-" in work.name
     types = {t.name: t.tensor_type.name for t in open_reader(work).tensors}
     assert {types.pop("token_embd.weight")} != {"F32"} == set(types.values())  # llama.cpp never trains token_embd
     assert report.heldout_loss_after < report.heldout_loss_before - 1.0, report
     assert read_kv(open_reader(out))["tokenizer.chat_template"] == TINY_CHAT_TEMPLATE
-    # the working copy is reused, not redone, while it is newer than the base
-    mtime = os.stat(work).st_mtime_ns
+    # the working copy is reused, not rewritten, while the base is unchanged
+    inode = os.stat(work).st_ino
     again = finetune(FinetuneConfig(base=base, data=small_chat_jsonl, out=out, report=tmp_path / "r.json",
                                     train="all", **{**TRAIN_SETTINGS, "epochs": 1}))
-    assert again.working_copy == str(work) and os.stat(work).st_mtime_ns == mtime
+    assert again.working_copy == str(work) and os.stat(work).st_ino == inode
 
 
 def test_threads_default_to_available_cores_and_never_oversubscribe(caplog):
@@ -111,3 +115,61 @@ def test_threads_default_to_available_cores_and_never_oversubscribe(caplog):
     with caplog.at_level("WARNING"):
         assert pick_threads(cores + 7) == cores
     assert "oversubscribing" in caplog.text
+
+
+def test_no_flags_chooses_from_the_data_says_why_and_measures_recall(tmp_path, tiny_base):
+    from jenova_fast.finetune import defaults
+    from tests.finetune.conftest import chat_records, write_jsonl
+
+    data = write_jsonl(tmp_path / "t.jsonl", chat_records(12, seed=5))
+    out = tmp_path / "m" / "jenova.gguf"
+    report = finetune(FinetuneConfig(base=tiny_base, data=data, out=out, report=tmp_path / "r.json",
+                                     system="You are Jenova."))
+    assert report.n_ctx == 256 and report.choices["ctx"].startswith("256: the longest record has")
+    assert report.heldout_in_sample and report.records == {"train": 12, "heldout": 0, "skipped": 0}
+    assert report.choices["heldout"].startswith("none: 12 records are fewer than 20")
+    per_epoch = int(report.choices["epochs"].split(": ")[1].split()[0])  # "N: S steps per epoch, ..."
+    assert report.epochs == defaults.epochs(per_epoch)[0] and 1 <= per_epoch <= 12
+    assert report.lr == defaults.MAX_LR and report.choices["lr"].startswith("0.001: 0.1M trained parameters")
+    assert report.steps == per_epoch * len(report.per_epoch) and len(report.per_epoch) <= report.epochs
+    assert (report.stopped_early is None) == (len(report.per_epoch) == report.epochs)
+    assert report.heldout_loss_after < report.heldout_loss_before
+    assert report.recall_asked == 12 and 0 <= report.recall_before <= report.recall_after <= 12
+    assert set(report.example) == {"question", "reference", "before", "after"}
+    assert report.example["question"].startswith("What have you learned about")
+    assert report.tokens["train_answer"] < report.tokens["train"] / 2
+    assert read_kv(open_reader(out))["jenova.system_prompt"] == "You are Jenova."
+
+
+def test_a_run_whose_recall_did_not_rise_says_why():
+    from jenova_fast.finetune import pipeline, recall
+
+    before, after = recall.Recall(12, 1), recall.Recall(12, 1)
+    result = pipeline.TrainResult(steps=6, epochs=[{"train_loss": 2.4}])
+    data = pipeline.TrainingData.__new__(pipeline.TrainingData)
+    data.cut, data.n_ctx = 0, 256
+    settings = pipeline.Settings(256, 3, 1e-5, None, {})
+    note = pipeline._recall_note(before, after, result, data, settings)
+    assert note and note.startswith("recall did not rise (1 -> 1 of 12): too few steps or too low a learning rate")
+    data.cut = 2
+    assert "2 records are longer than --ctx 256" in (pipeline._recall_note(before, after, result, data, settings) or "")
+    assert pipeline._recall_note(before, recall.Recall(12, 5), result, data, settings) is None
+
+
+def test_the_working_copy_cache_is_kept_by_age_and_size(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = working_copy.cache_dir()
+    assert folder == tmp_path / "jenova-fast" / "work"
+    folder.mkdir(parents=True)
+    now = time.time()
+    for name, days, size in (("old", 40, 10), ("a", 3, 400), ("b", 2, 400), ("c", 1, 400)):
+        path = folder / f"{name}.work-x.gguf"
+        path.write_bytes(b"x" * size)
+        os.utime(path, (now - days * 86400, now - days * 86400))
+    assert working_copy.cache_usage() == (4, 1210)
+    monkeypatch.setattr(working_copy, "CACHE_MAX_BYTES", 1000)
+    removed = working_copy.clean_cache(keep=folder / "a.work-x.gguf", now=now)
+    assert [p.name for p in removed] == ["old.work-x.gguf", "b.work-x.gguf"]  # too old, then the least recent
+    assert sorted(p.name for p in folder.iterdir()) == ["a.work-x.gguf", "c.work-x.gguf"]

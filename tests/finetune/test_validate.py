@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("gguf")
 pytest.importorskip("llama_cpp")
 
-from jenova_fast.finetune import FinetuneConfig, FinetuneError, finetune
+from jenova_fast.finetune import FinetuneConfig, FinetuneError, finetune, working_copy
 from jenova_fast.finetune.validate import check_context, check_tokens, inspect_model
 from tests.finetune.conftest import chat_records, write_jsonl
 
@@ -104,13 +104,15 @@ def test_base_without_chat_template_offers_template_flag(tmp_path):
     _fails("--template 'nope': neither a known name", finetune, _config(tmp_path, base, data, template="nope"))
 
 
-def test_too_little_data_is_caught_before_training(tmp_path, tiny_base):
-    data = write_jsonl(tmp_path / "t.jsonl", chat_records(3))
-    _fails("only 3 records|split has .* tokens", finetune, _config(tmp_path, tiny_base, data, eval_fraction=0.5))
-    data = write_jsonl(tmp_path / "t2.jsonl", chat_records(12))
-    _fails("split has \\d+ tokens, but one step at --ctx 256 needs 257", finetune,
-           _config(tmp_path, tiny_base, data))
-    assert not (tmp_path / "models" / "jenova.gguf").exists()
+def test_too_little_data_is_caught_before_any_working_copy(tmp_path, q8_base):
+    base = tmp_path / "fresh-q8.gguf"  # a quantized base needs a working copy: none may be written
+    base.write_bytes(q8_base.read_bytes())
+    one = write_jsonl(tmp_path / "one.jsonl", chat_records(1))
+    _fails("only 1 records: too few to hold out 50%", finetune, _config(tmp_path, base, one, eval_fraction=0.5))
+    _fails("training split has \\d+ tokens, but one step at --ctx 256 needs 257", finetune,
+           _config(tmp_path, base, one, packing="stream"))
+    _fails("--packing 'rows'", finetune, _config(tmp_path, base, one, packing="rows"))
+    assert list(working_copy.cache_dir().glob("fresh-q8-*")) == []
 
 
 @pytest.mark.parametrize(("field", "value", "match"), [
@@ -130,7 +132,7 @@ def test_blocks_of_phi2_refused_before_any_working_copy(tmp_path, chat_jsonl):
     phi2 = _gguf_with_arch(tmp_path / "phi-2.Q4_K_M.gguf", "phi2", ["a", "b"])
     _fails("LayerNorm and GELU.*use --train head", finetune,
            _config(tmp_path, phi2, chat_jsonl, train="all", engine="stock"))
-    assert list(tmp_path.glob("phi-2.Q4_K_M.work-*")) == []
+    assert list(working_copy.cache_dir().glob("phi-2.Q4_K_M-*")) == []
 
 
 def test_llama_finetune_program_missing_or_not_executable(tmp_path, tiny_base, chat_jsonl, monkeypatch):

@@ -126,3 +126,25 @@ def test_threads_do_not_change_any_option(small_store):
                       metadata=True, eval_fraction=0.3, write_eval=held.append)
         outputs.add((b"".join(train), b"".join(held)))
     assert len(outputs) == 1
+
+
+@pytest.mark.parametrize("fmt", STRUCTURED)
+def test_system_opens_every_record_in_each_format(impl, small_store, tmp_path, fmt):
+    plain, out, prompt = tmp_path / "plain.jsonl", tmp_path / "o.jsonl", tmp_path / "system.txt"
+    prompt.write_text("You are Jenova, alex's assistant.\n", encoding="utf-8")
+    jenova_fast.prepare(small_store, plain)
+    result = run_cli("prepare", "--insights-dir", small_store, "--output", out, "--format", fmt, "--quiet",
+                     "--system", f"@{prompt}")
+    assert result.returncode == 0, result.stderr
+    system = {"role": "system", "content": "You are Jenova, alex's assistant."}
+    records = read_lines(out)
+    assert len(records) == len(read_lines(plain))
+    for record, reference in zip(records, read_lines(plain), strict=True):
+        assert record_messages(record) == [system, *reference["messages"]]
+        assert set(record) == set(KEYS[fmt]) | ({"system"} if fmt == "alpaca" else set())
+
+
+def test_system_in_text_is_rendered_by_the_template(impl, small_store, tmp_path, tiny_gguf):
+    out = tmp_path / "text.jsonl"
+    jenova_fast.prepare(small_store, out, fmt="text", template_from=tiny_gguf, system="Be brief.")
+    assert all(r["text"].startswith("<|system|>\nBe brief.</s>\n<|user|>\n") for r in read_lines(out))

@@ -1,0 +1,66 @@
+"""The settings a run chooses from its data when no flag sets them, each with the reason printed on the plan
+line: the context from the longest record, the learning rate from the trained parameter count, the epochs
+from the optimizer steps a fact needs, and early stopping once the training answer loss stops falling.
+Measured on the recall benchmark (`python -m benchmarks.bench_quality`, benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from jenova_fast.finetune.validate import CONTEXT_MULTIPLE
+
+# Steps for a record's answer to be said back: SmolLM2-135M needed about 60 optimizer steps at lr 1e-4 to say
+# back a dozen facts to their own questions (benchmarks/README.md); a store of a few records gets more epochs
+# to reach them, a large one at least MIN_EPOCHS passes.
+TARGET_STEPS = 60
+MIN_EPOCHS, MAX_EPOCHS = 3, 20
+# lr for ~135M trained parameters, scaled by 1/sqrt(parameters) (a wider model takes smaller steps), within
+# these bounds
+BASE_LR, BASE_PARAMS = 1e-4, 135e6
+MIN_LR, MAX_LR = 1e-5, 1e-3
+# early stopping: the answers are reproduced (mean loss below STOP_LOSS nats/token), or the training loss fell
+# less than MIN_GAIN for PATIENCE epochs in a row
+STOP_LOSS = 0.05
+MIN_GAIN, PATIENCE = 0.02, 2
+
+
+def context(longest: int, model_context: int) -> tuple[int, str]:
+    """The smallest multiple of 256 whose window (n_ctx + 1 tokens) holds the longest record, up to the
+    model's own context."""
+    need = max(CONTEXT_MULTIPLE, -(-max(longest - 1, 1) // CONTEXT_MULTIPLE) * CONTEXT_MULTIPLE)
+    cap = max(CONTEXT_MULTIPLE, model_context // CONTEXT_MULTIPLE * CONTEXT_MULTIPLE) if model_context else need
+    if need > cap:
+        return cap, f"the longest record has {longest} tokens, more than the model's context ({model_context}): " \
+                    "longer records are cut"
+    return need, f"the longest record has {longest} tokens"
+
+
+def learning_rate(trained_params: int) -> tuple[float, str]:
+    lr = BASE_LR * math.sqrt(BASE_PARAMS / max(trained_params, 1))
+    lr = float(f"{min(MAX_LR, max(MIN_LR, lr)):.1g}")
+    return lr, f"{trained_params / 1e6:.1f}M trained parameters"
+
+
+def epochs(steps_per_epoch: int) -> tuple[int, str]:
+    n = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / max(steps_per_epoch, 1))))
+    return n, (f"{steps_per_epoch} steps per epoch, about {TARGET_STEPS} steps to learn a fact "
+               f"({MIN_EPOCHS}-{MAX_EPOCHS} epochs); stops early when the training answer loss stops falling")
+
+
+@dataclass
+class EarlyStop:
+    """Fed each epoch's mean training loss; says why to stop, or None to go on."""
+
+    losses: list[float] = field(default_factory=list)
+
+    def __call__(self, loss: float) -> str | None:
+        self.losses.append(loss)
+        if loss < STOP_LOSS:
+            return f"the training answer loss is {loss:.3f} nats/token: the answers are learned"
+        recent = self.losses[-PATIENCE - 1:]
+        if len(recent) == PATIENCE + 1 and all(b > a * (1 - MIN_GAIN) for a, b in itertools.pairwise(recent)):
+            return f"the training answer loss fell less than {MIN_GAIN:.0%} for {PATIENCE} epochs"
+        return None
