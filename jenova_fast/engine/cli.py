@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from jenova_fast._signals import status as interrupted_status
 from jenova_fast.engine import build, pin
 from jenova_fast.engine.build import EngineError
 from jenova_fast.engine.patching import header
@@ -41,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         print(f"jenova-fast engine: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the build folder is a temp one: a partial build is never found as built
         print("jenova-fast engine: interrupted; nothing was installed", file=sys.stderr)
-        return 130
+        return interrupted_status()
 
 
 def _build(args: argparse.Namespace) -> int:
