@@ -8,6 +8,10 @@ exit 130 (SIGINT) or 143 (SIGTERM), no traceback, no temp file left.
   left, or `run` does when it lands outside main()'s `try`;
 - inside `deferred()` (where `_fs` creates a temp file and where it removes one) it is raised when the block
   ends, so a temp file is never created without its cleanup armed nor left half-removed;
+- a KeyboardInterrupt that a callback from C dropped (ctypes prints it as `Exception ignored` and goes on) is
+  silenced and raised again at the end of the next `deferred()` block; one that a library turned into another
+  exception (CPython's PyCapsule_Import makes it an ImportError, as numpy's import shows) is the interrupt
+  when it leaves main();
 - once main() has returned, the work is done: a signal is said in one line and the process ends with 128 +
   the signal after the interpreter's shutdown, instead of a KeyboardInterrupt inside `threading._shutdown`
   or an atexit hook (Python prints those as `Exception ignored` and exits 0);
@@ -38,6 +42,7 @@ class _State:
     first: int | None = None  # the signal that interrupts the run
     raised = False  # ... has been raised as KeyboardInterrupt (not still deferred)
     deferring = 0  # depth of deferred() blocks in the main thread
+    lost = False  # the KeyboardInterrupt was dropped by a callback from C
     done = False  # main() has returned: the rest is the interpreter's shutdown
     exiting = False  # past our atexit hook: the end of the shutdown
 
@@ -83,6 +88,15 @@ def _handler(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """Our KeyboardInterrupt, raised inside a callback from C (a ctypes log callback of llama.cpp, say): the
+    callback's caller drops it, so it is not printed but raised again when the next deferred() block ends."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _state.first is not None:
+        _state.raised, _state.lost = False, True
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _at_exit() -> None:
     """Registered before anything of ours, so it runs after every other atexit hook of ours. An interrupted
     run ends here with its status: past this point, a KeyboardInterrupt that was raised (and caught) inside
@@ -90,6 +104,8 @@ def _at_exit() -> None:
     SIGINT as it exits, SIGTERM's 143 included."""
     _state.exiting = True
     if _state.first is not None:
+        if _state.lost and not _state.raised:
+            _say("interrupted; the run went on to its end")
         _leave(status())
 
 
@@ -117,6 +133,7 @@ def run(main: Callable[[], int | None], prog: str) -> NoReturn:
     if not _state.installed:
         _state.installed = True
         atexit.register(_at_exit)
+        sys.unraisablehook = _unraisable
         for signum in SIGNALS:
             if signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup` / a background job: stays ignored
                 signal.signal(signum, _handler)
@@ -127,5 +144,10 @@ def run(main: Callable[[], int | None], prog: str) -> NoReturn:
             _state.done = True
     except KeyboardInterrupt:
         _say("interrupted")
+        code = status()
+    except Exception:
+        if _state.first is None:
+            raise
+        _say("interrupted")  # the KeyboardInterrupt became another exception on its way out
         code = status()
     sys.exit(code)

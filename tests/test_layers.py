@@ -37,3 +37,9 @@ def test_prepare_starts_without_numpy():
     code = "import sys, jenova_fast.prepare.cli; print('numpy' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("module", ["jenova_fast.engine", "jenova_fast.engine.cli", "jenova_fast.engine.gradcheck"])
+def test_the_engine_sits_below_finetune(module):
+    """finetune trains on an engine; the engine knows nothing of finetune (nor of prepare and the CPA)."""
+    assert loaded_packages(module) == set()

@@ -21,6 +21,20 @@ def kill():
     time.sleep(0.5)  # the handler runs before this returns
 """
 
+CALLBACK = """
+import ctypes
+def sort_with_a_callback():  # libc's qsort calls back into Python; the first call is signalled
+    calls = []
+    def compare(a, b):
+        calls.append(1)
+        if len(calls) == 1:
+            kill()
+        return 0
+    values = (ctypes.c_int * 4)(4, 3, 2, 1)
+    compare_c = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)(compare)
+    ctypes.CDLL(None).qsort(values, 4, ctypes.sizeof(ctypes.c_int), compare_c)
+"""
+
 CASES = {
     # main() catches the interrupt and says what was left
     "inside main": ("""
@@ -69,6 +83,33 @@ def main():
     print("done")
     return 0
 """, ["t: interrupted while exiting; the run had finished"]),
+    # a library turns it into another exception (CPython's PyCapsule_Import makes it an ImportError)
+    "turned into another exception": ("""
+def main():
+    try:
+        kill()
+    except KeyboardInterrupt as exc:
+        raise ImportError("numpy: PyCapsule_Import could not import module 'datetime'") from exc
+    return 0
+""", ["t: interrupted"]),
+    # inside a callback from C, which drops it: raised again when the next deferred block ends ...
+    "in a callback from C": (CALLBACK + """
+def main():
+    sort_with_a_callback()
+    try:
+        with deferred():
+            pass
+    except KeyboardInterrupt:
+        print("t: interrupted at the next deferred block", file=sys.stderr)
+        return status()
+    return 0
+""", ["t: interrupted at the next deferred block"]),
+    # ... or, with none before the end, said as the run exits
+    "in a callback from C, none after": (CALLBACK + """
+def main():
+    sort_with_a_callback()
+    return 0
+""", ["t: interrupted; the run went on to its end"]),
     # a second signal while the first one's cleanup runs: leave at once
     "twice": ("""
 def main():

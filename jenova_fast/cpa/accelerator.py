@@ -17,7 +17,7 @@ from jenova_fast._fs import private_dir
 from jenova_fast._implementation import pure_requested
 from jenova_fast.cpa import config, function_words, jit_cache, observe, patterns, report, state, unicode_tables
 from jenova_fast.cpa._impl import counting
-from jenova_fast.cpa.kernels import SESSION_ID
+from jenova_fast.cpa.kernels import COUNT, SESSION_ID
 from jenova_fast.cpa.observe import ObserveReport
 from jenova_fast.cpa.state import default_state_dir
 from jenova_fast.cpa.themes import decayed_weights, theme_key
@@ -59,7 +59,7 @@ class CPA:
     """
 
     def __init__(self, state_dir: PathLike | None = None, *, user: str | None = None,
-                 persist: bool = True) -> None:
+                 persist: bool = True, warm: bool = True) -> None:
         self.state_dir: Path | None = None
         if persist:
             self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir(user)
@@ -73,7 +73,7 @@ class CPA:
             with state.locked(self.state_dir):
                 self._refresh()
             jit_cache.bind(self.state_dir)
-            if not pure_requested():
+            if warm and not pure_requested():  # `stats` and `reset` count nothing: no kernels to load
                 self.warmed = jit_cache.warm_start(self.state_dir)
                 if "tokenize_queries" in self.warmed:
                     unicode_tables.tables(self.state_dir / "tables")
@@ -327,17 +327,19 @@ class CPA:
     def active_function_words(self, stopwords: PathLike | None = None) -> function_words.FunctionWords:
         """The function words in force: a --stopwords file's, or the built-in lists (English, and the
         languages the user's own counts show)."""
-        if stopwords is not None:
-            return function_words.read_file(stopwords)
-        return function_words.built_in(self._unigram_counts(), self.state.words)
+        return self._function_words(self.languages(), stopwords)
 
     def languages(self) -> tuple[str, ...]:
         """The user's languages, from their own words (English always): the function-word lists and the
         reference frequencies that apply."""
-        return function_words.detect_languages(self._unigram_counts(), self.state.words)
+        hh = self.state.ngrams
+        unigrams = {t: n for t, n in zip(hh.texts[: hh.used], hh.slots[: hh.used, COUNT].tolist(), strict=True)
+                    if " " not in t}
+        return function_words.detect_languages(unigrams, self.state.words)
 
-    def _unigram_counts(self) -> dict[str, int]:
-        return {c.text: c.count for c in self.state.ngrams.top() if " " not in c.text}
+    @staticmethod
+    def _function_words(langs: tuple[str, ...], stopwords: PathLike | None) -> function_words.FunctionWords:
+        return function_words.built_in(langs) if stopwords is None else function_words.read_file(stopwords)
 
     def query_patterns(self, *, by: str = "keyness",
                        stopwords: PathLike | None = None) -> list[patterns.RankedPattern]:
@@ -346,12 +348,13 @@ class CPA:
         return self.ranked_patterns(by, stopwords)[0]
 
     def ranked_patterns(self, by: str = "keyness", stopwords: PathLike | None = None
-                        ) -> tuple[list[patterns.RankedPattern], function_words.FunctionWords, int]:
-        """(listed patterns best first, the function words in force, how many n-grams they hid)."""
-        words = self.active_function_words(stopwords)
-        rows, hidden = patterns.ranked(self.state.ngrams, words, by, langs=self.languages(),
-                                       word_count=self.state.words)
-        return rows, words, hidden
+                        ) -> tuple[list[patterns.RankedPattern], function_words.FunctionWords, int, tuple[str, ...]]:
+        """(listed patterns best first, the function words in force, how many n-grams they hid, the
+        reference languages)."""
+        langs = self.languages()
+        words = self._function_words(langs, stopwords)
+        rows, hidden = patterns.ranked(self.state.ngrams, words, by, langs=langs, word_count=self.state.words)
+        return rows, words, hidden, langs
 
     def stats(self, top: int = 20, *, by: str = "keyness", stopwords: PathLike | None = None) -> dict:
         """Everything counted, as plain JSON-able data (see report.stats)."""

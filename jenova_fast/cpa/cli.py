@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="jenova-fast cpa: %(message)s")
     tty = sys.stderr.isatty()
     try:
-        cpa = CPA(args.state_dir, user=args.user)
+        cpa = CPA(args.state_dir, user=args.user, warm=args.command == "observe")
         if args.command == "observe":
             return _observe(cpa, args, tty)
         if args.command == "stats":

@@ -115,8 +115,8 @@ def detect_languages(unigram_counts: Mapping[str, int], words: int) -> tuple[str
     return tuple(found)
 
 
-def built_in(unigram_counts: Mapping[str, int], words: int) -> FunctionWords:
-    langs = detect_languages(unigram_counts, words)
+def built_in(langs: tuple[str, ...]) -> FunctionWords:
+    """The built-in lists of `langs` (from `detect_languages`)."""
     return FunctionWords(frozenset().union(*(BUILT_IN[lang] for lang in langs)), "built-in", langs)
 
 

@@ -21,7 +21,7 @@ def stats(cpa: CPA, top: int = 20, *, by: str = "keyness", stopwords: str | os.P
     more the user says them than people do), "idf" (count x IDF over the user's queries) or "count";
     n-grams made only of function words are never listed. Candidate themes come from the keyness score."""
     st = cpa.state
-    rows, words, hidden = cpa.ranked_patterns(by, stopwords)
+    rows, words, hidden, langs = cpa.ranked_patterns(by, stopwords)
     candidates = patterns.candidate_themes(rows, st.themes, words, top)
     weights = cpa.theme_weights()
     themes = sorted(st.themes.items(), key=lambda kv: (-weights[kv[0]], kv[0]))[:top]
@@ -39,7 +39,7 @@ def stats(cpa: CPA, top: int = 20, *, by: str = "keyness", stopwords: str | os.P
                     "tracked": st.ngrams.used, "documents": st.ngrams.docs,
                     "sessions": int(st.ngrams.meta[SESSION_ID]), "ranked_by": by,
                     "function_words": {**words.describe(), "hidden": hidden},
-                    "reference_languages": list(cpa.languages()),
+                    "reference_languages": list(langs),
                     "top": [r.as_dict() for r in rows[:top]]},
         "candidate_themes": candidates,
         "themes": [{"theme": k, "weight": round(weights[k], 6), "mentions": int(c), "last_seen": t}

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from jenova_fast._signals import status as interrupted_status
 from jenova_fast.engine import build, pin
 from jenova_fast.engine.build import EngineError
 from jenova_fast.engine.patching import header
@@ -41,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         print(f"jenova-fast engine: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the build folder is a temp one: a partial build is never found as built
         print("jenova-fast engine: interrupted; nothing was installed", file=sys.stderr)
-        return 130
+        return interrupted_status()
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -68,7 +69,7 @@ def _build(args: argparse.Namespace) -> int:
         from jenova_fast.engine import gradcheck
 
         results = gradcheck.check_all()
-        checked = f"; {len(results)} backward passes checked against finite differences"
+        checked = f"; its backward passes pass {len(results)} checks against finite differences and exact gradients"
     print(f"engine: built in {time.monotonic() - started:.0f} s: {done.library}{checked}")
     return 0
 

@@ -157,11 +157,6 @@ class Engine:
         setattr(self, name, function)
         return function
 
-    def describe(self) -> str:
-        if self.kind == "stock":
-            return "stock llama.cpp (llama-cpp-python's)"
-        return f"patched llama.cpp {str(self.manifest.get('llama_cpp_commit', ''))[:9]} ({self.folder})"
-
     def _route_log(self) -> Any:
         """llama.cpp's log goes to `logging` (it would print to stderr)."""
 
