@@ -56,7 +56,7 @@ def _build(args: argparse.Namespace) -> int:
     bar = ProgressBar("engine build", "steps")
     last = [0, 0]
     print(f"engine: building llama.cpp {pin.LLAMA_CPP_COMMIT[:9]} with {len(build.patches())} patches "
-          f"({', '.join(p.stem for p in build.patches())}); about 6 minutes on 2 cores", file=sys.stderr)
+          f"({', '.join(p.stem for p in build.patches())}); 2-3 minutes on 2 idle cores", file=sys.stderr)
     def progress(done: int, total: int) -> None:
         last[:] = done, total
         bar.update(done, total, time.monotonic() - started)

@@ -197,7 +197,7 @@ def choose(requested: str = "auto") -> Choice:
         return Choice("patched", "built" if requested == "auto" else "given with --engine")
     if requested == "patched":
         raise EngineError(f"--engine patched: the patched engine is not built for this version; run: {BUILD_HINT} "
-                          "(about 6 minutes on 2 cores, once), or use --engine stock")
+                          "(2-3 minutes on 2 idle cores, once), or use --engine stock")
     return Choice("stock", f"the patched engine is not built ({BUILD_HINT}, once, adds it): {STOCK_LIMITS}")
 
 
