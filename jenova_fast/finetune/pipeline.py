@@ -209,7 +209,7 @@ def _loss(config: FinetuneConfig, engine: Choice, info: validate.ModelInfo) -> s
     if engine.kind == "stock":
         if config.loss == "answer":
             raise FinetuneError("--loss answer needs the patched engine (the stock llama.cpp trains every token); "
-                                "build it: jenova-fast engine build (once, about 6 minutes), or use --loss all")
+                                "build it: jenova-fast engine build (once, 2-3 minutes), or use --loss all")
         return "all"
     offloads_output = config.gpu_layers < 0 or config.gpu_layers > info.n_layer
     if offloads_output and config.loss != "all":
