@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +21,10 @@ from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.install import install_model
 from jenova_fast.finetune.metadata import open_reader
 from jenova_fast.finetune.train_inprocess import ProgressCallback, train_inprocess
+from jenova_fast.finetune.working_copy import TensorPlan, WorkPlan
+
+if TYPE_CHECKING:
+    from jenova_fast.finetune.pipeline import FinetuneConfig, FinetuneReport
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +34,7 @@ def adapter_out(out: Path) -> Path:
     return out.with_name("jenova-lora.gguf") if out.name == "jenova.gguf" else out
 
 
-def finetune_lora(config, progress: ProgressCallback | None = None):  # type: ignore[no-untyped-def]
+def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = None) -> FinetuneReport:
     """`pipeline.finetune` for a config with `adapter` set; returns its FinetuneReport."""
     from jenova_fast.finetune import pipeline  # the pipeline dispatches here: imported late, no cycle
 
@@ -39,7 +44,7 @@ def finetune_lora(config, progress: ProgressCallback | None = None):  # type: ig
     if config.requantize is not None:
         raise FinetuneError("--requantize is for full models; an adapter is F32 and a few MB")
     pipeline._check_config(config)
-    spec = adapter.parse_adapter(config.adapter, config.lora_alpha)
+    spec = adapter.parse_adapter(config.adapter or "lora", config.lora_alpha)
     engine = runtime.choose_engine(config.engine)
     if engine.kind != "patched":
         raise FinetuneError("--adapter needs the patched engine (stock llama.cpp cannot train adapter tensors, "
@@ -118,9 +123,7 @@ def finetune_lora(config, progress: ProgressCallback | None = None):  # type: ig
     return report
 
 
-def _unchanged(reader):  # type: ignore[no-untyped-def]
+def _unchanged(reader: Any) -> WorkPlan:
     """A working-copy plan that keeps every tensor as the base has it (the base is trained over as it is)."""
-    from jenova_fast.finetune.working_copy import TensorPlan, WorkPlan
-
     return WorkPlan([TensorPlan(t.name, int(t.n_elements), t.tensor_type.name, t.tensor_type.name, False)
                      for t in reader.tensors])

@@ -261,7 +261,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     if config.adapter is not None:
         from jenova_fast.finetune.lora import finetune_lora
 
-        return finetune_lora(config, progress)  # type: ignore[no-any-return]
+        return finetune_lora(config, progress)
     started = time.perf_counter()
     program = _check_config(config)
     threads = runtime.pick_threads(config.threads)
