@@ -237,13 +237,13 @@ Exact = Callable[[list[np.ndarray], np.ndarray], list[np.ndarray | None]]
 CASES: dict[str, tuple[list[tuple[int, int]], Build, list[int], float | None, Exact, float]] = {
     "norm": ([(16, 4)], lambda g, ctx, x: g.ggml_norm(ctx, x[0], 1e-5), [], 2e-2,
              lambda x, w: [_norm_grad(x[0], w)], 1e-4),
-    "gelu": ([(16, 4)], _unary("ggml_gelu"), [], 1e-1,  # the CPU forward reads an F16 table
+    "gelu": ([(16, 4)], _unary("ggml_gelu"), [], 5e-2,  # the CPU forward reads an F16 table
              lambda x, w: [w * _gelu_grad(x[0])], 1e-4),
     "gelu_erf": ([(16, 4)], _unary("ggml_gelu_erf"), [], 2e-2,
-                 lambda x, w: [w * _erf_grad(x[0])], 5e-4),  # Phi in the tanh form: 1.8e-4 off
-    "gelu_quick": ([(16, 4)], _unary("ggml_gelu_quick"), [], 1e-1,  # an F16 table too
+                 lambda x, w: [w * _erf_grad(x[0])], 2e-3),  # Phi in the tanh form: 1.8e-4 off, times |w|
+    "gelu_quick": ([(16, 4)], _unary("ggml_gelu_quick"), [], 5e-2,  # an F16 table too
                    lambda x, w: [w * _quick_grad(x[0])], 1e-4),
-    "geglu": ([(16, 4), (16, 4)], lambda g, ctx, x: g.ggml_geglu_split(ctx, x[0], x[1]), [], 1e-1,
+    "geglu": ([(16, 4), (16, 4)], lambda g, ctx, x: g.ggml_geglu_split(ctx, x[0], x[1]), [], 5e-2,
               lambda x, w: [w * x[1] * _gelu_grad(x[0]), w * _gelu(x[0])], 5e-3),
     "mul_mat": ([(16, 8), (16, 5)], lambda g, ctx, x: g.ggml_mul_mat(ctx, x[0], x[1]), [], 2e-2,
                 lambda x, w: [w.T @ x[1], w @ x[0]], 1e-4),
@@ -257,12 +257,18 @@ CASES: dict[str, tuple[list[tuple[int, int]], Build, list[int], float | None, Ex
 }
 
 
+# the step of the finite differences: the CPU forward of GELU reads an F16 table (about 3 significant digits), so
+# a step of 1e-2 turns its rounding into up to 10% noise in the difference; 0.1 keeps both it and the truncation
+# error near 1%
+FD_EPS = {"gelu": 0.1, "gelu_quick": 0.1, "geglu": 0.1}
+
+
 def check_all(kind: str = "patched", seed: int = 0) -> list[Result]:
     """Every case against finite differences (where they can be compared) and its exact gradient; raises
     AssertionError naming the ones that are wrong."""
     results = []
     for name, (shapes, op, types, fd_tolerance, exact, exact_tolerance) in CASES.items():
-        fd, off = gradient_errors(shapes, op, exact, types=types, seed=seed, kind=kind)
+        fd, off = gradient_errors(shapes, op, exact, types=types, seed=seed, kind=kind, eps=FD_EPS.get(name, 1e-2))
         if fd_tolerance is not None:
             results.append(Result(f"{name} vs finite differences", fd, fd_tolerance))
         results.append(Result(f"{name} vs exact", off, exact_tolerance))
