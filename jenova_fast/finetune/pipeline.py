@@ -308,17 +308,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
                          "optimizer": plan.need.optimizer, "activations": plan.need.activations,
                          "gpu": plan.need.gpu, "available": plan.available},
         requantized=requantized,
-        records={"train": data.split.n_train_records, "heldout": data.split.n_heldout_records,
-                 "skipped": data.skipped},
-        tokens={"train": len(data.split.train), "heldout": len(data.split.heldout),
-                "train_answer": int(sum(r.trained.sum() for r in data.split.train_records))},
-        steps=result.steps, seconds_train=round(result.seconds, 3),
-        seconds_per_step=round(result.seconds / max(result.steps, 1), 4),
-        seconds_total=round(time.perf_counter() - started, 3),
-        heldout_loss_before=before.loss, heldout_loss_after=after.loss,
-        heldout_accuracy_before=before.accuracy, heldout_accuracy_after=after.accuracy,
-        per_epoch=result.epochs, step_losses=[round(x, 5) for x in result.step_losses],
-        eval_points=[(0, before.loss), *result.eval_points],
+        **run_figures(data, result, before, after, started),
         restored_metadata=sorted(restore),
         smoke_prompt=example.get("question", ""), smoke_reply=example.get("after", ""),
         choices=settings.choices, system=config.system, packing=config.packing,
@@ -366,6 +356,24 @@ def _settings(config: FinetuneConfig, plan: TrainPlan, data: TrainingData) -> Se
         "train": f"{plan.selection.spec}: {plan.choice}",
     }
     return Settings(data.n_ctx, epochs, lr, stop, choices)
+
+
+def run_figures(data: TrainingData, result: TrainResult, before: evaluate.LossReport, after: evaluate.LossReport,
+                started: float) -> dict[str, Any]:
+    """The report's figures of a run, full model or adapter alike: records, tokens, steps, time, losses."""
+    return {
+        "records": {"train": data.split.n_train_records, "heldout": data.split.n_heldout_records,
+                    "skipped": data.skipped},
+        "tokens": {"train": len(data.split.train), "heldout": len(data.split.heldout),
+                   "train_answer": int(sum(r.trained.sum() for r in data.split.train_records))},
+        "steps": result.steps, "seconds_train": round(result.seconds, 3),
+        "seconds_per_step": round(result.seconds / max(result.steps, 1), 4),
+        "seconds_total": round(time.perf_counter() - started, 3),
+        "heldout_loss_before": before.loss, "heldout_loss_after": after.loss,
+        "heldout_accuracy_before": before.accuracy, "heldout_accuracy_after": after.accuracy,
+        "per_epoch": result.epochs, "step_losses": [round(x, 5) for x in result.step_losses],
+        "eval_points": [(0, before.loss), *result.eval_points],
+    }
 
 
 def _plan_notes(plan: TrainPlan, data: TrainingData, settings: Settings) -> list[str]:
