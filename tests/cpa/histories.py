@@ -77,15 +77,29 @@ INTERESTS = {
 
 
 def everyday_history(rng: random.Random, lang: str, stems: list[str], everyday: list[str],
-                     interests: list[Interest], n: int, days: int) -> list[list[str]]:
+                     interests: list[Interest], n: int, days: int, *, steady: bool = False) -> list[list[str]]:
     """n queries over `days` sessions (one list per day): every fifth about one of the interests (each
     equally often), the rest everyday phrases (each equally often, so each more often than any
-    interest while there are fewer than 12), each after a stem; in seeded order."""
+    interest while there are fewer than 12), each after a stem; in seeded order. `steady` deals each
+    interest's and each phrase's queries over the days in turn, so every interest recurs in as many
+    sessions as the others: with a seeded order alone, one of 20 queries over 3 days can miss a day and
+    rank lower by its fewer sessions, as the score means it to."""
     topical = n // 5
     queries = [f"{rng.choice(stems)} {rng.choice(interests[i % len(interests)].phrasings)}" for i in range(topical)]
     queries += [f"{rng.choice(stems)} {everyday[i % len(everyday)]}" for i in range(n - topical)]
-    rng.shuffle(queries)
-    return [queries[d * n // days: (d + 1) * n // days] for d in range(days)]
+    if not steady:
+        rng.shuffle(queries)
+        return [queries[d * n // days: (d + 1) * n // days] for d in range(days)]
+    kinds = [f"i{i % len(interests)}" for i in range(topical)] + [f"e{i % len(everyday)}" for i in range(n - topical)]
+    start = {kind: rng.randrange(days) for kind in dict.fromkeys(kinds)}
+    seen = dict.fromkeys(start, 0)
+    sessions: list[list[str]] = [[] for _ in range(days)]
+    for kind, query in zip(kinds, queries, strict=True):
+        sessions[(start[kind] + seen[kind]) % days].append(query)
+        seen[kind] += 1
+    for day in sessions:
+        rng.shuffle(day)
+    return sessions
 
 
 def write_demo(path: Path, n: int = 3000, days: int = 30, seed: int = 21) -> Path:
