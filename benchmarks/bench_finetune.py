@@ -5,13 +5,14 @@ on F32 and Q4_K_M bases, beside a raw `llama-finetune` and PyTorch on the CPU.
         [--ctx 256] [--threads N] [--steps 4] [--frozen-study] [--json out.json]
 
 Models are random-weight GGUFs with the true shapes (benchmarks/finetune_models.py, cached in --folder). Each
-measurement runs in its own process (peak RSS is that process's): the working copy is written by one child,
-the steps timed in another through `train_inprocess`, the median step after the first. A configuration whose
-memory estimate does not fit the available memory is skipped and its estimate shown. Peers, each where
-present: `llama-finetune` (on PATH or $JENOVA_LLAMA_FINETUNE) on the same F32 file, timed as the difference of
-two runs (so loading and saving cancel out); PyTorch (`benchmarks/peers/torch_llama.py`) on the same shape and
-trainable set. "h/1k insights" is the time of one epoch over 1,000 insights at the default stride (ctx/2: each
-token is trained twice), from the demo store's median record length at 4 bytes per token.
+measurement runs in its own process (peak RSS is that process's): the working copy is written by one child, the
+steps timed in another through `train_inprocess`, the median step after the first. A configuration whose memory
+estimate does not fit the available memory is skipped and its estimate shown. Peers, each where present: `llama-
+finetune` (on PATH or $JENOVA_LLAMA_FINETUNE) on the same F32 file, timed as the difference of two runs (so
+loading and saving cancel out); PyTorch (`benchmarks/peers/torch_llama.py`) on the same shape and trainable set,
+with PEFT's LoRA for `lora:R` where peft is installed. "h/1k insights" is the time of one epoch over 1,000
+insights at the default stride (ctx/2: each token is trained twice), from the demo store's median record length
+at 4 bytes per token.
 """
 
 from __future__ import annotations
@@ -143,8 +144,10 @@ def _llama_finetune(program: Path, base: Path, ctx: int, threads: int, steps: in
 def _torch(shape: str, spec: str, ctx: int, threads: int, steps: int) -> dict[str, Any]:
     try:
         import torch  # noqa: F401
-    except ImportError:
-        return {"error": "torch not installed"}
+        if spec.startswith("lora"):
+            import peft  # noqa: F401
+    except ImportError as e:
+        return {"error": f"{e.name} not installed (an optional peer: pip install {e.name})"}
     done = subprocess.run([sys.executable, "-m", "benchmarks.peers.torch_llama", "--shape", shape, "--train", spec,
                            "--ctx", str(ctx), "--threads", str(threads), "--steps", str(steps)],
                           capture_output=True, text=True, timeout=3600, check=False)

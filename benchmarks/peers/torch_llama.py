@@ -3,8 +3,10 @@
     python -m benchmarks.peers.torch_llama --shape smollm2-135m --train last:2 --ctx 256 --threads 2 --steps 4
 
 Random fp32 weights, batch of one window, AdamW over the same trainable set as `--train` (all: every tensor
-but the token embedding, as llama.cpp; last:N: the last N blocks + final norm + head). Prints one JSON line:
-median seconds per step (first step excluded), peak RSS. torch is an optional peer, never a dependency.
+but the token embedding, as llama.cpp; last:N: the last N blocks + final norm + head; lora:R: PEFT's LoRA of
+rank R, alpha = R, on every attention and FFN projection of a frozen fp32 base, as `--adapter lora:R`).
+Prints one JSON line: median seconds per step (first step excluded), peak RSS. torch and peft are optional
+peers, never dependencies.
 """
 
 from __future__ import annotations
@@ -72,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             block.requires_grad_(False)
     elif args.train == "head":
         blocks.requires_grad_(False)
+    if args.train.startswith("lora:"):
+        from peft import LoraConfig, inject_adapter_in_model
+
+        rank = int(args.train.partition(":")[2])
+        for module in (blocks, norm, head):
+            module.requires_grad_(False)
+        blocks = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=[
+            "q", "k", "v", "o", "gate", "up", "down"]), blocks)
     params = [p for m in (blocks, norm, head) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     inv = 1.0 / (s.rope_freq_base ** (torch.arange(0, head_dim, 2).float() / head_dim))
@@ -90,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
     steady = sorted(times[1:])
-    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "shape": args.shape, "train": args.train,
+    print(json.dumps({"peer": "pytorch" + (" peft" if args.train.startswith("lora:") else ""),
+                      "torch": torch.__version__, "shape": args.shape, "train": args.train,
                       "trained_params": sum(p.numel() for p in params), "s_per_step": steady[len(steady) // 2],
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     return 0
