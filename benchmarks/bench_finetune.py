@@ -7,10 +7,10 @@ on F32 and Q4_K_M bases, beside a raw `llama-finetune` and PyTorch on the CPU.
 Models are random-weight GGUFs with the true shapes (benchmarks/finetune_models.py, cached in --folder). Each
 measurement runs in its own process (peak RSS is that process's): the working copy is written by one child, the
 steps timed in another through `train_inprocess`, the median step after the first. A configuration whose memory
-estimate does not fit the available memory is skipped and its estimate shown. Peers, each where present: `llama-
-finetune` (on PATH or $JENOVA_LLAMA_FINETUNE) on the same F32 file, timed as the difference of two runs (so
-loading and saving cancel out); PyTorch (`benchmarks/peers/torch_llama.py`) on the same shape and trainable set,
-with PEFT's LoRA for `lora:R` where peft is installed. "h/1k insights" is the time of one epoch over 1,000
+estimate does not fit the available memory is skipped and its estimate shown. Peers, each where present:
+`llama-finetune` (on PATH or $JENOVA_LLAMA_FINETUNE) on the same F32 file, timed as the difference of two runs
+(so loading and saving cancel out); PyTorch (`benchmarks/peers/torch_llama.py`) on the same shape and trainable
+set, with PEFT's LoRA for `lora:R` where peft is installed. "h/1k insights" is the time of one epoch over 1,000
 insights at the default stride (ctx/2: each token is trained twice), from the demo store's median record length
 at 4 bytes per token.
 """
