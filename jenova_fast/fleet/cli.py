@@ -39,15 +39,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="LocalCluster threads per worker: the threads of each training (default: the cores / "
                             "--workers)")
     ft = p.add_argument_group("finetune (as `jenova-fast finetune`)")
-    ft.add_argument("--epochs", type=int, default=2, help="default: %(default)s")
-    ft.add_argument("--lr", type=float, default=1e-5, help="default: %(default)s")
-    ft.add_argument("--ctx", type=int, default=512, help="a multiple of 256 (default: %(default)s)")
+    ft.add_argument("--epochs", type=int, default=None,
+                    help="default: chosen from each user's data, stopping early (as finetune)")
+    ft.add_argument("--lr", type=float, default=None, help="default: chosen from the trained parameters")
+    ft.add_argument("--ctx", type=int, default=None,
+                    help="a multiple of 256 (default: the smallest that holds the user's longest record)")
     ft.add_argument("--train", default=None, metavar="SPEC", help="what to train (default: chosen by memory)")
     ft.add_argument("--requantize", default=None, metavar="TYPE", help="'base' or a ggml type (default: F32)")
     ft.add_argument("--stride", default=None, type=stride_arg, help="N, 'half' (default) or 'ctx'")
     ft.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    ft.add_argument("--eval-fraction", type=float, default=0.05,
-                    help="records of train.jsonl held out to measure loss (default: %(default)s)")
+    ft.add_argument("--eval-fraction", type=float, default=None,
+                    help="records of train.jsonl held out to measure loss (default: 5%%, none under 20 records)")
     ft.add_argument("--split-eval", type=float, default=0.0, metavar="F",
                     help="prepare writes F of each store's insights to eval.jsonl, the held-out set instead")
     ft.add_argument("--template", default=None, help="chat template for bases without one")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root if args.root is not None else default_root()
     options = FleetOptions(
         base=args.base, epochs=args.epochs, lr=args.lr, n_ctx=args.ctx, train=args.train,
-        requantize=args.requantize, stride={"half": args.ctx // 2, "ctx": args.ctx}.get(args.stride, args.stride),
+        requantize=args.requantize, stride=args.stride,
         seed=args.seed, eval_fraction=args.eval_fraction, split_eval=args.split_eval, template=args.template,
         threads=args.threads, max_memory=args.max_memory, gpu_layers=args.gpu_layers, engine=args.engine,
         loss=args.loss, adapter=args.adapter, lora_alpha=args.lora_alpha)

@@ -113,14 +113,14 @@ class FleetOptions:
     """What every user's chain is run with: the base model and the finetune options (FinetuneConfig's)."""
 
     base: Path
-    epochs: int = 2
-    lr: float = 1e-5
-    n_ctx: int = 512
+    epochs: int | None = None  # None: chosen from each user's data, as finetune chooses
+    lr: float | None = None
+    n_ctx: int | None = None
     train: str | None = None  # --train SPEC; None: chosen by each trainer's memory
     requantize: str | None = None
-    stride: int | None = None
+    stride: int | str | None = None  # N, 'half' or 'ctx'; None: 'half'
     seed: int = 0
-    eval_fraction: float = 0.05  # finetune's own held-out split of train.jsonl
+    eval_fraction: float | None = None  # finetune's own held-out split of train.jsonl; None: finetune's
     split_eval: float = 0.0  # > 0: prepare writes this fraction of the insights to eval.jsonl, the held-out set
     template: str | None = None
     threads: int | None = None  # per training; None: the worker's threads

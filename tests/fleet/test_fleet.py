@@ -165,3 +165,21 @@ def test_a_worker_killed_mid_training_still_ends_with_every_model_installed(tmp_
         assert sum(m for _, _, m in CPA(paths.cpa_state).state.themes.values()) == 10  # ... and only once
     assert_clean(root, users)
     client.wait_for_workers(2, timeout=60)  # the nanny started a new worker in place of the killed one
+
+
+def test_settings_left_out_are_chosen_from_each_users_data(tmp_path, fleet_base):
+    """Without --epochs, --lr, --ctx and --eval-fraction, each user's training chooses them from that user's data,
+    as `jenova-fast finetune` does with no flags: the same plan, the same steps."""
+    from jenova_fast.fleet import FleetOptions, base_identity
+    from jenova_fast.fleet.chain import run_chain
+
+    users = make_fleet(tmp_path, users=1)
+    paths = UserPaths(tmp_path, users[0])
+    trained = run_chain(paths, FleetOptions(base=fleet_base), base_identity(fleet_base))[2]
+    fleet_report = json.loads(paths.finetune_report.read_text(encoding="utf-8"))
+    by_hand = finetune(FinetuneConfig(base=fleet_base, data=paths.train, out=tmp_path / "by-hand.gguf",
+                                      report=tmp_path / "by-hand.json"))
+    assert {"ctx", "epochs", "lr", "heldout"} <= set(fleet_report["choices"])
+    chosen = ("ctx", "epochs", "lr", "heldout", "packing")  # not "train": it names the memory free at the time
+    assert [fleet_report["choices"][k] for k in chosen] == [by_hand.choices[k] for k in chosen]
+    assert trained.steps == by_hand.steps > 0
