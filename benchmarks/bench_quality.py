@@ -117,9 +117,9 @@ def find_model(model: Path | None, folder: Path, do_fetch: bool) -> Path:
 
 
 def ask_all(model: Path, questions: list[list[dict[str, str]]], system: str | None, threads: int,
-            cache: Path | None = None) -> list[str]:
-    """Greedy answers; with `cache` (for the base, whose answers never change), kept in a JSON file keyed by
-    the model's size and time, the system prompt and the question."""
+            cache: Path | None = None, adapter: Path | None = None) -> list[str]:
+    """Greedy answers (of the model, or of a LoRA adapter over it); with `cache` (for the base, whose answers
+    never change), kept in a JSON file keyed by the model's size and time, the system prompt and the question."""
     from jenova_fast.finetune.recall import Asker
 
     stat = model.stat()
@@ -127,7 +127,7 @@ def ask_all(model: Path, questions: list[list[dict[str, str]]], system: str | No
     known = json.loads(cache.read_text(encoding="utf-8")) if cache and cache.is_file() else {}
     missing = [q for q, k in zip(questions, keys, strict=True) if k not in known]
     if missing:
-        with Asker(model, n_ctx=1024, threads=threads) as asker:
+        with Asker(model, n_ctx=1024, threads=threads, adapter=adapter) as asker:
             for q in missing:
                 known[json.dumps([stat.st_size, stat.st_mtime_ns, system, MAX_TOKENS, q])] = asker.answer(
                     q, system, MAX_TOKENS)
@@ -146,6 +146,7 @@ def run(model: Path, work: Path, finetune_args: list[str], threads: int | None =
     import jenova_fast
     from jenova_fast.finetune import finetune
     from jenova_fast.finetune.cli import config_from_args
+    from jenova_fast.finetune.lora import adapter_out
     from jenova_fast.finetune.recall import question_and_answer
     from jenova_fast.finetune.render import read_chat_records
 
@@ -169,8 +170,12 @@ def run(model: Path, work: Path, finetune_args: list[str], threads: int | None =
     started = time.perf_counter()
     report = finetune(config)
     seconds = time.perf_counter() - started
-    after_own = ask_all(out, own_questions, config.system, threads)
-    after_para = ask_all(out, paraphrases, config.system, threads)
+    if config.adapter:  # the adapter over the base, as llama.cpp loads it
+        model_after, adapter_after = model, adapter_out(out)
+    else:
+        model_after, adapter_after = out, None
+    after_own = ask_all(model_after, own_questions, config.system, threads, adapter=adapter_after)
+    after_para = ask_all(model_after, paraphrases, config.system, threads, adapter=adapter_after)
     return {
         "flags": " ".join(finetune_args) or "(defaults)", "model": model.name, "facts": len(FACTS),
         "own_before": sum(score(base_own)), "own_after": sum(score(after_own)),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jenova_fast import _fs
-from jenova_fast.finetune import adapter, evaluate, memory, runtime, trainable, validate
+from jenova_fast.finetune import adapter, evaluate, memory, recall, runtime, trainable, validate
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.install import install_model
 from jenova_fast.finetune.metadata import open_reader
@@ -71,6 +71,8 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
     pipeline._plan_notes(plan, data, settings)
     heldout = data.heldout_windows()
     before = evaluate.heldout_loss(base, heldout, threads, gpu_layers=config.gpu_layers)
+    asked = recall.sample(data.split.train_conversations, config.recall_sample, config.seed)
+    recall_before = pipeline._recall(base, asked, config, data, threads)
     base_sha = adapter.sha256(base)
     with _fs.temporary(out, directory=True, exclusive="--out") as tmp:
         init = adapter.write_adapter(tmp / "init.gguf", base, spec, initial, base_sha256=base_sha)
@@ -88,6 +90,7 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
         smoke_messages = data.split.heldout_conversations[0]
         reply = evaluate.smoke_generate(base, smoke_messages, max_tokens=config.smoke_tokens, threads=threads,
                                         adapter=final)
+        recall_after = pipeline._recall(base, asked, config, data, threads, adapter=final)
         merged = None
         if config.merge is not None:
             adapter.merge(base, final, tmp / "merged.gguf")
@@ -106,6 +109,7 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
         smoke_prompt=next((m["content"] for m in reversed(smoke_messages) if m["role"] == "user"), ""),
         smoke_reply=reply, report=str(report_path), choices=settings.choices, system=config.system,
         packing=config.packing, heldout_in_sample=data.split.in_sample, stopped_early=feed.stopped,
+        **pipeline.recall_figures(recall_before, recall_after, result, data, settings),
         notes=[f"LoRA adapter {out} ({out.stat().st_size / 2**20:.1f} MiB) over {base} (SHA-256 {base_sha[:12]}); "
                f"load it with llama.cpp's --lora or Llama(model_path=BASE, lora_path=ADAPTER)"]
               + ([f"merged into a full model: {merged} (the base's types)"] if merged else []),

@@ -313,9 +313,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         smoke_prompt=example.get("question", ""), smoke_reply=example.get("after", ""),
         choices=settings.choices, system=config.system, packing=config.packing,
         heldout_in_sample=data.split.in_sample, stopped_early=feed.stopped,
-        recall_asked=recall_after.asked, recall_before=recall_before.recalled, recall_after=recall_after.recalled,
-        recall_note=_recall_note(recall_before, recall_after, result, data, settings),
-        example=example, report=str(report_path), notes=notes,
+        **recall_figures(recall_before, recall_after, result, data, settings), report=str(report_path), notes=notes,
     )
     if config.plot:
         from jenova_fast.finetune.plot import plot_losses
@@ -555,13 +553,21 @@ def _check_result(final: Path, info: validate.ModelInfo, data: TrainingData, bef
 
 
 def _recall(model: Path, asked: list[render.Messages], config: FinetuneConfig, data: TrainingData,
-            threads: int) -> recall.Recall:
+            threads: int, adapter: Path | None = None) -> recall.Recall:
     if not asked:
         return recall.Recall()
     result = recall.recall(model, asked, system=config.system, threads=threads,
-                           n_ctx=data.n_ctx + 2 * recall.MAX_TOKENS)
-    log.info("%s: said back %d of %d training answers", model, result.recalled, result.asked)
+                           n_ctx=data.n_ctx + 2 * recall.MAX_TOKENS, adapter=adapter)
+    log.info("%s: said back %d of %d training answers", adapter or model, result.recalled, result.asked)
     return result
+
+
+def recall_figures(before: recall.Recall, after: recall.Recall, result: TrainResult, data: TrainingData,
+                   settings: Settings) -> dict[str, Any]:
+    """The report's figures of what was learned, full model or adapter alike."""
+    return {"recall_asked": after.asked, "recall_before": before.recalled, "recall_after": after.recalled,
+            "recall_note": _recall_note(before, after, result, data, settings),
+            "example": _example(before, after)}
 
 
 def _example(before: recall.Recall, after: recall.Recall) -> dict[str, str]:

@@ -35,13 +35,16 @@ def question_and_answer(messages: Messages) -> tuple[Messages, str]:
 
 
 class Asker:
-    """A model loaded once for greedy chat answers (llama-cpp-python, the GGUF's own chat template)."""
+    """A model loaded once for greedy chat answers (llama-cpp-python, the GGUF's own chat template), with a LoRA
+    adapter over it as llama.cpp applies one."""
 
-    def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int, threads: int) -> None:
+    def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int, threads: int,
+                 adapter: str | os.PathLike[str] | None = None) -> None:
         from llama_cpp import Llama
 
         self.llm: Any = Llama(model_path=os.fspath(model_path), n_ctx=n_ctx, n_threads=threads,
-                              n_threads_batch=threads, verbose=False)
+                              n_threads_batch=threads, verbose=False,
+                              lora_path=None if adapter is None else os.fspath(adapter))
 
     def __enter__(self) -> Asker:
         return self
@@ -101,10 +104,11 @@ def sample(conversations: list[Messages], limit: int = SAMPLE, seed: int = 0) ->
 
 
 def recall(model_path: str | os.PathLike[str], conversations: list[Messages], *, system: str | None,
-           threads: int, n_ctx: int, max_tokens: int = MAX_TOKENS) -> Recall:
+           threads: int, n_ctx: int, max_tokens: int = MAX_TOKENS,
+           adapter: str | os.PathLike[str] | None = None) -> Recall:
     """Ask each record's question (the caller samples them: `sample`) and count the facts said back."""
     result = Recall()
-    with Asker(model_path, n_ctx=n_ctx, threads=threads) as asker:
+    with Asker(model_path, n_ctx=n_ctx, threads=threads, adapter=adapter) as asker:
         pairs = [question_and_answer(c) for c in conversations]
         references = [asker.head(answer, max_tokens) for _, answer in pairs]
         common = common_words(references)

@@ -51,6 +51,9 @@ def test_the_adapter_is_a_small_gguf_llama_cpp_loads_and_it_changes_the_logits(t
     assert report.heldout_loss_after < report.heldout_loss_before - 0.5, report
     plain, adapted = _logits(base), _logits(base, adapter)
     assert np.abs(adapted - plain).max() > 1e-2
+    # what was learned is asked of the adapter over the base, as of a full model
+    assert report.recall_asked == min(50, report.records["train"]) and report.example["after"], report.example
+    assert report.example["after"] != report.example["before"]
 
 
 def test_the_merged_model_gives_the_adapters_logits(trained_lora):
