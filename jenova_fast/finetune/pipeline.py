@@ -3,6 +3,7 @@ evaluate -> install. Each step is a function below; `finetune` reads as the list
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -262,6 +263,12 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
         from jenova_fast.finetune.lora import finetune_lora
 
         return finetune_lora(config, progress)
+    with contextlib.ExitStack() as hold:  # the working copy, held until the run ends
+        return _finetune(config, progress, hold)
+
+
+def _finetune(config: FinetuneConfig, progress: ProgressCallback | None, hold: contextlib.ExitStack
+              ) -> FinetuneReport:
     started = time.perf_counter()
     program = _check_config(config)
     threads = runtime.pick_threads(config.threads)
@@ -272,7 +279,7 @@ def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -
     plan = plan_training(info, config, data.n_ctx)
     settings = _settings(config, plan, data)
     notes = _plan_notes(plan, data, settings)
-    data.work = _working_copy(config, info, plan)
+    data.work = _working_copy(config, info, plan, hold)
     before = evaluate.heldout_loss(data.work, data.heldout_windows(), threads, gpu_layers=config.gpu_layers)
     log.info("held-out answer loss before: %.4f nats/token", before.loss)
     asked = recall.sample(data.split.train_conversations, config.recall_sample, config.seed)
@@ -347,7 +354,8 @@ def _settings(config: FinetuneConfig, plan: TrainPlan, data: TrainingData) -> Se
     choices = {
         "ctx": f"{data.n_ctx}: {data.ctx_reason}",
         "epochs": f"{epochs}: {epochs_why}",
-        "lr": f"{lr:g}: {lr_why}",
+        "lr": f"{lr:g}: {lr_why}" + (f"; falling linearly to {lr * defaults.LR_END:g} over the planned steps"
+                                     if config.trainer == "inprocess" else ""),
         "heldout": heldout,
         "packing": f"{config.packing}: " + ("whole records per window, padded, never one record's end into the next"
                                              if config.packing == "records" else f"a stream cut every {data.stride}"),
@@ -475,10 +483,11 @@ def _training_data(config: FinetuneConfig, info: validate.ModelInfo, program: Pa
     return prepared
 
 
-def _working_copy(config: FinetuneConfig, info: validate.ModelInfo, plan: TrainPlan) -> Path:
-    """The file llama.cpp trains (in the cache, `working_copy.cache_dir`), probed first for an architecture
-    not known here."""
-    work = working_copy.working_copy(Path(config.base), plan.work)
+def _working_copy(config: FinetuneConfig, info: validate.ModelInfo, plan: TrainPlan, hold: contextlib.ExitStack
+                  ) -> Path:
+    """The file llama.cpp trains (in the cache, `working_copy.cache_dir`, held by this run until `hold`
+    closes), probed first for an architecture not known here."""
+    work = hold.enter_context(working_copy.held(Path(config.base), plan.work))
     if plan.probe:
         from jenova_fast.finetune.probe import probe
 
@@ -529,7 +538,8 @@ def _train(config: FinetuneConfig, plan: TrainPlan, data: TrainingData, settings
                              epochs=settings.epochs, lr=settings.lr, threads=threads, progress=feed.progress)
     return train_inprocess(data.work, trained, feed, _for_engine(data.heldout_windows(), plan), epochs=settings.epochs,
                            lr=settings.lr, threads=threads, trained=frozenset(plan.selection.trained),
-                           gpu_layers=config.gpu_layers, progress=feed.progress, engine_kind=plan.engine.kind)
+                           gpu_layers=config.gpu_layers, progress=feed.progress, engine_kind=plan.engine.kind,
+                           lr_end=settings.lr * defaults.LR_END)
 
 
 def _for_engine(windows: Windows, plan: TrainPlan) -> Windows:

@@ -172,12 +172,14 @@ def train_inprocess(
     progress: ProgressCallback | None = None,
     engine_kind: str = "auto",
     lora: str | os.PathLike[str] | None = None,
+    lr_end: float | None = None,
 ) -> TrainResult:
     """Train the F32 tensors of `base` named in `trained` (None: all of them) and save to `out` (as llama.cpp
     writes it: without chat template, with context_length = n_ctx; the caller restores both). Only the windows'
     trained tokens count (a mask needs the patched engine). With `lora` (an adapter file: `adapter.py`), the
     adapter's tensors are what is trained, the base stays frozen as loaded, and `out` is not written: the
-    trained tensors come back in `TrainResult.adapter`.
+    trained tensors come back in `TrainResult.adapter`. With `lr_end`, the learning rate falls linearly from
+    `lr` to `lr_end` over the planned steps (epochs x the first epoch's windows).
 
     Each epoch's windows are fed in chunks of at most ~CHUNK_SECONDS of steps; the optimizer state lives in
     the context, so chunks continue one AdamW run. KeyboardInterrupt is raised after the chunk it arrived in
@@ -204,12 +206,15 @@ def train_inprocess(
                                 "for training; it trains only F32 tensors it knows")
         log.debug("training %d tensors", len(param_filter.seen))
         meter = _Meter(lib, result, progress, epochs, len(heldout_windows), started, n_ctx)
+        schedule = _LinearDecay(opt_params, lr, lr if lr_end is None else lr_end)
         with _Chunks(lib, ctx, n_ctx, meter) as run:
             for epoch in range(epochs):
                 windows = train_windows(epoch)
                 if len(windows) == 0:  # the caller stopped early (pipeline's early stopping)
                     break
-                _epoch(run, meter, windows, heldout_windows, epoch)
+                if epoch == 0:
+                    schedule.plan(epochs * len(windows))
+                _epoch(run, meter, windows, heldout_windows, epoch, schedule)
         result.seconds = time.perf_counter() - started
         if lora is not None:
             result.adapter = {name: _tensor_data(lib, pointer) for name, pointer in param_filter.pointers.items()}
@@ -240,12 +245,39 @@ def _tensor_data(lib: Engine, tensor: int) -> np.ndarray:
     return data
 
 
-def _epoch(run: _Chunks, meter: _Meter, windows: Windows, heldout: Windows, epoch: int) -> None:
+class _LinearDecay:
+    """The learning rate, falling linearly from `lr` to `end` over the planned steps. llama.cpp reads it from
+    `opt_params` at every step, and it is set between chunks; it changes only at fixed step numbers (BLOCKS
+    blocks of steps), and chunks end there, so where a chunk ends (which depends on timing) never changes the
+    rate of a step."""
+
+    BLOCKS = 20
+
+    def __init__(self, opt_params: Any, lr: float, end: float) -> None:
+        self.opt_params, self.lr, self.end = opt_params, lr, end
+        self.step, self.total, self.block = 0, 1, MAX_CHUNK
+
+    def plan(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.block = max(1, -(-self.total // self.BLOCKS))
+
+    def set(self) -> int:
+        """Sets the rate of the current step's block; returns how many steps of the block are left."""
+        start = self.step - self.step % self.block
+        alpha = self.lr + (self.end - self.lr) * min(1.0, start / self.total)
+        self.opt_params.adamw.alpha = self.opt_params.sgd.alpha = alpha
+        return self.block - self.step % self.block
+
+
+def _epoch(run: _Chunks, meter: _Meter, windows: Windows, heldout: Windows, epoch: int,
+           schedule: _LinearDecay) -> None:
     """One pass over the training windows, in chunks sized to ~CHUNK_SECONDS, then over the held-out ones."""
     meter.begin(epoch, len(windows))
     chunk, done = 4, 0  # a first short chunk measures the step time
     while done < len(windows):
+        chunk = min(chunk, schedule.set())
         run(windows[done:done + chunk], train=True)
+        schedule.step += len(windows[done:done + chunk])
         done += chunk
         per_step = float(np.median(meter.result.step_seconds[-16:]))
         chunk = int(min(MAX_CHUNK, max(1, CHUNK_SECONDS // max(per_step, 1e-3))))

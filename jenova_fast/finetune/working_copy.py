@@ -9,10 +9,12 @@ quantizer (any type llama.cpp writes, K-quants included).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,9 +199,28 @@ def cache_usage() -> tuple[int, int]:
     return len(files), sum(f.stat().st_size for f in files if f.is_file())
 
 
+def _remove_unless_held(path: Path) -> bool:
+    """Remove a working copy unless a run holds it (`held`): unlinked under an exclusive lock, so that a run
+    that locks it after the check finds the file gone, not half of it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("keeping the working copy %s: another run is training on it", path)
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
+
+
 def clean_cache(keep: Path | None = None, *, now: float | None = None) -> list[Path]:
     """Remove working copies unused for CACHE_MAX_AGE_DAYS, then the least recently used ones while the cache
-    holds more than CACHE_MAX_BYTES; `keep` (the one in use) stays. Returns what was removed."""
+    holds more than CACHE_MAX_BYTES; `keep`, and copies another run holds, stay. Returns what was removed."""
     import time
 
     now = time.time() if now is None else now
@@ -209,10 +230,10 @@ def clean_cache(keep: Path | None = None, *, now: float | None = None) -> list[P
     removed = []
     for mtime, size, path in entries:  # oldest first
         if now - mtime > CACHE_MAX_AGE_DAYS * 86400 or total > CACHE_MAX_BYTES:
-            log.info("removing the working copy %s (unused for %.0f days)", path, (now - mtime) / 86400)
-            path.unlink(missing_ok=True)
-            total -= size
-            removed.append(path)
+            if _remove_unless_held(path):
+                log.info("removed the working copy %s (unused for %.0f days)", path, (now - mtime) / 86400)
+                total -= size
+                removed.append(path)
     return removed
 
 
@@ -236,8 +257,8 @@ def working_copy(base: Path, work: WorkPlan) -> Path:
         os.utime(copy)  # its last use, for the cache's age limit
         return copy
     for stale in cache_dir().glob(f"{key}.work-*.gguf"):
-        log.info("removing the working copy of another --train choice: %s", stale)
-        stale.unlink(missing_ok=True)
+        if _remove_unless_held(stale):
+            log.info("removed the working copy of another --train choice: %s", stale)
     clean_cache()
     try:
         copy.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +268,35 @@ def working_copy(base: Path, work: WorkPlan) -> Path:
             f"{copy}: cannot write the working copy ({exc.strerror or exc}); it needs "
             f"{work.work_bytes() / 2**20:.1f} MiB in the cache folder {cache_dir()}: free space there, or "
             "set XDG_CACHE_HOME to a writable folder with room") from exc
+
+
+@contextlib.contextmanager
+def held(base: Path, work: WorkPlan) -> Iterator[Path]:
+    """`working_copy`, held for the run: a shared lock on it while the run uses it keeps other runs (another
+    --train choice on the same base, the cache's limits) from removing it."""
+    for _ in range(3):
+        path = working_copy(base, work)
+        if path == base:
+            yield base
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # removed by another run between its writing and this open
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            opened = os.fstat(fd)
+            try:
+                now = path.stat()
+            except FileNotFoundError:
+                continue
+            if (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino):  # not removed before the lock
+                yield path
+                return
+        finally:
+            os.close(fd)
+    raise FinetuneError(f"{cache_dir()}: the working copy of {base} was removed three times while this run "
+                        "made it; another run is cleaning the cache: run again")
 
 
 def _can_dequantize(qtype: Any) -> bool:

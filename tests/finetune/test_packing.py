@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -103,3 +105,29 @@ def test_early_stop_when_learned_or_flat():
     flat = defaults.EarlyStop()
     assert [flat(x) for x in (2.0, 1.0, 0.99)] == [None, None, None]
     assert "fell less than" in (flat(0.985) or "")
+
+
+@given(total=st.integers(1, 500), chunks=st.lists(st.integers(1, 64), min_size=1, max_size=400),
+       lr=st.floats(1e-6, 1e-2), end=st.floats(0.0, 1.0))
+def test_the_learning_rate_of_a_step_never_depends_on_where_chunks_end(total, chunks, lr, end):
+    """train_inprocess sets the rate between chunks, whose sizes follow the measured step time: each step
+    must get the rate of its fixed block whatever the chunks, falling linearly from lr to lr * end."""
+    from types import SimpleNamespace
+
+    from jenova_fast.finetune.train_inprocess import _LinearDecay
+
+    params = SimpleNamespace(adamw=SimpleNamespace(alpha=0.0), sgd=SimpleNamespace(alpha=0.0))
+    schedule = _LinearDecay(params, lr, lr * end)
+    schedule.plan(total)
+    rates: list[float] = []
+    for want in (chunks * (total // len(chunks) + 2)):
+        if schedule.step >= total:
+            break
+        n = min(want, schedule.set(), total - schedule.step)
+        rates += [params.adamw.alpha] * n
+        schedule.step += n
+    block = -(-total // _LinearDecay.BLOCKS)
+    expected = [lr + (lr * end - lr) * (s - s % block) / total for s in range(total)]
+    assert rates == pytest.approx(expected, rel=1e-12, abs=0)
+    assert rates[0] == lr and all(a >= b for a, b in itertools.pairwise(rates))
+    assert len(set(rates)) <= _LinearDecay.BLOCKS

@@ -173,3 +173,45 @@ def test_the_working_copy_cache_is_kept_by_age_and_size(tmp_path, monkeypatch):
     removed = working_copy.clean_cache(keep=folder / "a.work-x.gguf", now=now)
     assert [p.name for p in removed] == ["old.work-x.gguf", "b.work-x.gguf"]  # too old, then the least recent
     assert sorted(p.name for p in folder.iterdir()) == ["a.work-x.gguf", "c.work-x.gguf"]
+
+
+def _plan(base, trained: str):
+    """A working-copy plan of `base` that trains the matrices whose names hold `trained` (F32), the rest as is."""
+    return working_copy.WorkPlan([
+        working_copy.TensorPlan(t.name, int(t.n_elements), t.tensor_type.name,
+                                "F32" if trained in t.name else t.tensor_type.name, trained in t.name)
+        for t in open_reader(base).tensors])
+
+
+_HOLD = """
+import sys
+from pathlib import Path
+from tests.finetune.test_train import _plan
+from jenova_fast.finetune import working_copy
+with working_copy.held(Path(sys.argv[1]), _plan(Path(sys.argv[1]), "ffn_down")) as path:
+    print(path, flush=True)
+    sys.stdin.read()  # held until the parent closes our stdin
+"""
+
+
+def test_a_working_copy_another_run_trains_on_is_never_removed(tmp_path, monkeypatch, q8_base):
+    """Two runs on one base with different --train choices: the second would remove the first's copy (one copy
+    per base) while the first trains on it; held, it stays, and goes once the first run has ended."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = subprocess.Popen([sys.executable, "-c", _HOLD, str(q8_base)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    try:
+        held = Path(first.stdout.readline().strip())
+        assert held.parent == working_copy.cache_dir() and held.is_file()
+        with working_copy.held(q8_base, _plan(q8_base, "attn_q")) as second:
+            assert second != held and held.is_file()  # in use: kept beside the second run's copy
+            monkeypatch.setattr(working_copy, "CACHE_MAX_BYTES", 0)
+            assert working_copy.clean_cache(keep=second) == [] and held.is_file()  # over the limit, still kept
+    finally:
+        first.communicate("")
+    assert first.returncode == 0
+    assert working_copy.clean_cache() == [held, second]  # neither held now: the oldest first
+
