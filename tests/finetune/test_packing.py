@@ -101,7 +101,7 @@ def test_epochs_and_learning_rate_from_steps_and_parameters():
 def test_early_stop_when_learned_or_flat():
     stop = defaults.EarlyStop()
     assert stop(3.0) is None and stop(1.0) is None
-    assert "learned" in (stop(0.04) or "")
+    assert "learned" in (stop(defaults.STOP_LOSS / 2) or "")
     flat = defaults.EarlyStop()
     assert [flat(x) for x in (2.0, 1.0, 0.99)] == [None, None, None]
     assert "fell less than" in (flat(0.985) or "")
