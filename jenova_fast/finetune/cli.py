@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="where to write the fine-tuned model (default: %(default)s; an existing file is kept "
                         "as <name>.prev.gguf)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="passes over the data (default: enough for about 60 steps, 3 to 20, stopping early once the "
+                   help="passes over the data (default: enough for about 48 steps, 3 to 20, stopping early once the "
                         "training answer loss stops falling)")
     p.add_argument("--lr", type=float, default=None,
                    help="AdamW learning rate (default: 1e-4 for 135M trained parameters, scaled by 1/sqrt(params))")

@@ -91,7 +91,7 @@ def test_context_is_the_smallest_multiple_of_256_holding_the_longest_record():
 
 
 def test_epochs_and_learning_rate_from_steps_and_parameters():
-    assert defaults.epochs(6)[0] == 10 and defaults.epochs(1)[0] == defaults.MAX_EPOCHS
+    assert defaults.epochs(6)[0] == 8 and defaults.epochs(1)[0] == defaults.MAX_EPOCHS
     assert defaults.epochs(5000)[0] == defaults.MIN_EPOCHS
     assert defaults.learning_rate(135_000_000)[0] == pytest.approx(1e-4)
     assert defaults.learning_rate(1_200_000_000)[0] < 5e-5
