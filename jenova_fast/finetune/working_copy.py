@@ -218,15 +218,14 @@ def _remove_unless_held(path: Path) -> bool:
         os.close(fd)
 
 
-def clean_cache(keep: Path | None = None, *, now: float | None = None) -> list[Path]:
+def clean_cache(*, now: float | None = None) -> list[Path]:
     """Remove working copies unused for CACHE_MAX_AGE_DAYS, then the least recently used ones while the cache
-    holds more than CACHE_MAX_BYTES; `keep`, and copies another run holds, stay. Returns what was removed."""
+    holds more than CACHE_MAX_BYTES; copies a run holds (`held`) stay. Returns what was removed."""
     import time
 
     now = time.time() if now is None else now
-    entries = sorted((f.stat().st_mtime, f.stat().st_size, f) for f in cache_dir().glob("*.gguf")
-                     if f.is_file() and f != keep)
-    total = sum(size for _, size, _ in entries) + (keep.stat().st_size if keep and keep.is_file() else 0)
+    entries = sorted((f.stat().st_mtime, f.stat().st_size, f) for f in cache_dir().glob("*.gguf") if f.is_file())
+    total = sum(size for _, size, _ in entries)
     removed = []
     for mtime, size, path in entries:  # oldest first
         if now - mtime > CACHE_MAX_AGE_DAYS * 86400 or total > CACHE_MAX_BYTES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -170,7 +171,12 @@ def test_the_working_copy_cache_is_kept_by_age_and_size(tmp_path, monkeypatch):
         os.utime(path, (now - days * 86400, now - days * 86400))
     assert working_copy.cache_usage() == (4, 1210)
     monkeypatch.setattr(working_copy, "CACHE_MAX_BYTES", 1000)
-    removed = working_copy.clean_cache(keep=folder / "a.work-x.gguf", now=now)
+    in_use = os.open(folder / "a.work-x.gguf", os.O_RDONLY)  # as `held` holds the copy a run trains on
+    try:
+        fcntl.flock(in_use, fcntl.LOCK_SH)
+        removed = working_copy.clean_cache(now=now)
+    finally:
+        os.close(in_use)
     assert [p.name for p in removed] == ["old.work-x.gguf", "b.work-x.gguf"]  # too old, then the least recent
     assert sorted(p.name for p in folder.iterdir()) == ["a.work-x.gguf", "c.work-x.gguf"]
 
@@ -209,7 +215,7 @@ def test_a_working_copy_another_run_trains_on_is_never_removed(tmp_path, monkeyp
         with working_copy.held(q8_base, _plan(q8_base, "attn_q")) as second:
             assert second != held and held.is_file()  # in use: kept beside the second run's copy
             monkeypatch.setattr(working_copy, "CACHE_MAX_BYTES", 0)
-            assert working_copy.clean_cache(keep=second) == [] and held.is_file()  # over the limit, still kept
+            assert working_copy.clean_cache() == [] and held.is_file()  # over the limit, both held: kept
     finally:
         first.communicate("")
     assert first.returncode == 0
