@@ -275,10 +275,10 @@ def _epoch(run: _Chunks, meter: _Meter, windows: Windows, heldout: Windows, epoc
     meter.begin(epoch, len(windows))
     chunk, done = 4, 0  # a first short chunk measures the step time
     while done < len(windows):
-        chunk = min(chunk, schedule.set())
-        run(windows[done:done + chunk], train=True)
-        schedule.step += len(windows[done:done + chunk])
-        done += chunk
+        rows = windows[done:done + min(chunk, schedule.set())]
+        run(rows, train=True)
+        schedule.step += len(rows)
+        done += len(rows)
         per_step = float(np.median(meter.result.step_seconds[-16:]))
         chunk = int(min(MAX_CHUNK, max(1, CHUNK_SECONDS // max(per_step, 1e-3))))
     train_loss, train_acc = meter.means()
