@@ -119,7 +119,7 @@ def _array(g: Ggml, tensor: int, shape: tuple[int, ...]) -> np.ndarray:
 
 def gradient_errors(shapes: Sequence[tuple[int, int]], op: Build, exact: Exact, *, types: Sequence[int] = (),
                     seed: int = 0, eps: float = 1e-2, kind: str = "patched",
-                    finite_differences: bool = True) -> tuple[float, float]:
+                    finite_differences: bool = True, threads: int = 1) -> tuple[float, float]:
     """ggml's gradient of every F32 input against central finite differences and against `exact`: the largest
     difference of each, relative to max(1, |gradient|). Quantized inputs are frozen (as a frozen base weight)."""
     g = Ggml(kind)
@@ -151,7 +151,7 @@ def gradient_errors(shapes: Sequence[tuple[int, int]], op: Build, exact: Exact, 
 
         def evaluate() -> float:
             g.ggml_graph_reset(graph)
-            g.ggml_graph_compute_with_ctx(ctx, graph, 1)
+            g.ggml_graph_compute_with_ctx(ctx, graph, threads)
             return float(_array(g, loss, (1,))[0])
 
         evaluate()

@@ -9,7 +9,9 @@ the training entry points llama-cpp-python lacks or declares wrongly are declare
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -95,7 +97,12 @@ _DECLARED: dict[str, tuple[list[Any], Any]] = {
     "ggml_backend_dev_name": ([_p], ctypes.c_char_p),
     "ggml_backend_dev_memory": ([_p, ctypes.POINTER(_size), ctypes.POINTER(_size)], None),
     "jenova_engine_patches": ([], ctypes.c_char_p),
+    "jenova_engine_use_blas": ([_p, _int, _p], None),
 }
+# cblas_sgemm of the OpenBLAS builds numpy's wheels bundle (scipy-openblas), and whether its integers are 64-bit
+_SGEMMS = (("scipy_cblas_sgemm64_", True), ("scipy_cblas_sgemm", False), ("cblas_sgemm64_", True))
+_THREADS_LOCAL = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local64_")
+BLAS_OFF = "JENOVA_FAST_BLAS"  # =0: the patched engine's F32 products on ggml's own kernels
 
 _LLAMA_LOG = logging.getLogger("jenova_fast.finetune.llama_cpp")
 # enum ggml_log_level -> logging level; llama.cpp's INFO chatter is DEBUG here, its warnings stay warnings.
@@ -123,6 +130,44 @@ def bindings() -> Any:
     return lc
 
 
+@dataclass(frozen=True)
+class Blas:
+    """The OpenBLAS the patched engine's F32 products run on (patch 0005)."""
+
+    path: Path
+    sgemm: str
+    ilp64: bool
+
+    def __str__(self) -> str:
+        return f"{self.path.name} ({self.sgemm})"
+
+
+def find_blas() -> Blas | None:
+    """numpy's own OpenBLAS (its wheels bundle one; the same library numpy has loaded, so no second copy or thread
+    pool), or a scipy-openblas package's; None where there is none or JENOVA_FAST_BLAS=0."""
+    if os.environ.get(BLAS_OFF, "1") == "0":
+        return None
+    import numpy
+
+    folders = [Path(numpy.__file__).parent.parent / "numpy.libs", Path(numpy.__file__).parent / ".dylibs"]
+    for package in ("scipy_openblas64", "scipy_openblas32"):
+        try:
+            folders.append(Path(importlib.import_module(package).get_lib_dir()))
+        except (ImportError, AttributeError):
+            continue
+    for folder in folders:
+        for path in sorted(folder.glob("*openblas*")) if folder.is_dir() else []:
+            try:
+                library = ctypes.CDLL(str(path))
+            except OSError:
+                continue
+            local = next((name for name in _THREADS_LOCAL if hasattr(library, name)), None)
+            for sgemm, ilp64 in _SGEMMS:
+                if local and hasattr(library, sgemm):
+                    return Blas(path, sgemm, ilp64)
+    return None
+
+
 class Engine:
     """One loaded llama.cpp, used as llama-cpp-python's raw bindings are: `engine.llama_model_load_from_file(...)`,
     `engine.llama_batch`, `engine.LLAMA_FTYPE_MOSTLY_Q8_0`, bound to this engine's libraries."""
@@ -130,6 +175,7 @@ class Engine:
     def __init__(self, kind: EngineKind, llama: ctypes.CDLL, ggml: ctypes.CDLL, backends: ctypes.CDLL,
                  folder: Path, manifest: dict[str, Any]) -> None:
         self.kind, self.folder, self.manifest = kind, folder, manifest
+        self.blas: Blas | None = None  # the patched engine's F32 products run on it (patch 0005)
         self._llama, self._ggml, self._backends = llama, ggml, backends
         self._lc = bindings()
         self._log_callback = self._route_log()
@@ -169,6 +215,18 @@ class Engine:
 
         self.llama_log_set(route, ctypes.c_void_p(0))
         return route  # must outlive every call into llama.cpp
+
+    def use_blas(self, blas: Blas | None) -> None:
+        """Run the patched engine's F32 products on `blas`, or on ggml's own kernels (None). Takes effect for the
+        training contexts made after it: their backward graph is built for one or the other."""
+        if blas is None:
+            self.jenova_engine_use_blas(None, 0, None)
+        else:
+            library = ctypes.CDLL(str(blas.path))
+            local = next(name for name in _THREADS_LOCAL if hasattr(library, name))
+            self.jenova_engine_use_blas(ctypes.cast(getattr(library, blas.sgemm), ctypes.c_void_p), int(blas.ilp64),
+                                        ctypes.cast(getattr(library, local), ctypes.c_void_p))
+        self.blas = blas
 
     def constant_optimizer_params(self) -> int:
         """The address of ggml_opt_get_constant_optimizer_params: it returns the params struct we pass as
@@ -230,5 +288,6 @@ def load(kind: EngineKind) -> Engine:
         if compiled != done.manifest.get("key"):
             raise EngineError(f"{done.library} was built for patch set {compiled}, not {done.manifest.get('key')}; "
                               f"rebuild it: {BUILD_HINT} --force")
+        engine.use_blas(find_blas())
     _loaded[kind] = engine
     return engine

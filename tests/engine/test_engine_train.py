@@ -38,24 +38,37 @@ def _windows(n: int, seed: int = 0) -> Windows:
 def _step(base: Path, out: Path, windows: Windows, heldout: Windows, engine: str, **kw: object):
     from jenova_fast.finetune.train_inprocess import train_inprocess
 
-    return train_inprocess(base, out, lambda _epoch: windows, heldout, epochs=1, threads=1, engine_kind=engine,
-                           **{"lr": 1e-3, **kw})  # type: ignore[arg-type]
+    return train_inprocess(base, out, lambda _epoch: windows, heldout, epochs=1, engine_kind=engine,
+                           **{"lr": 1e-3, "threads": 1, **kw})  # type: ignore[arg-type]
 
 
 def test_gemm_backward_gives_the_stock_gradients(patched, tiny, tmp_path):
-    """One SGD step from the same weights on each engine: w' - w = -lr * grad, tensor by tensor."""
+    """One SGD step from the same weights on each engine: w' - w = -lr * grad, tensor by tensor; the patched one
+    with its products on OpenBLAS (patch 0005, split over 2 threads) and on ggml's own kernels."""
+    from jenova_fast.engine import library
+
+    blas = library.find_blas()
     before = _tensors(tiny)
     deltas = {}
-    for engine in ("stock", "patched"):
-        _step(tiny, tmp_path / f"{engine}.gguf", _windows(1), _windows(1, seed=1), engine, optimizer="sgd", lr=1e-2)
-        after = _tensors(tmp_path / f"{engine}.gguf")
-        deltas[engine] = {name: after[name] - before[name] for name in before if name != "token_embd.weight"}
-    moved = [name for name, d in deltas["stock"].items() if np.abs(d).max() > 0]
-    assert len(moved) == len(deltas["stock"]) > 10  # every trained tensor got a gradient
-    for name, stock in deltas["stock"].items():
-        ours = deltas["patched"][name]
-        scale = float(np.abs(stock).max())
-        assert np.abs(ours - stock).max() <= 1e-3 * scale + 1e-9, (name, np.abs(ours - stock).max(), scale)
+    runs = [("stock", None), ("patched", None)] + ([("patched", blas)] if blas else [])
+    try:
+        for engine, using in runs:
+            patched.use_blas(using)
+            out = tmp_path / f"{engine}-{'blas' if using else 'ggml'}.gguf"
+            _step(tiny, out, _windows(1), _windows(1, seed=1), engine, optimizer="sgd", lr=1e-2,
+                  threads=2 if using else 1)
+            after = _tensors(out)
+            deltas[out.stem] = {name: after[name] - before[name] for name in before if name != "token_embd.weight"}
+    finally:
+        patched.use_blas(blas)
+    stock = deltas.pop("stock-ggml")
+    moved = [name for name, d in stock.items() if np.abs(d).max() > 0]
+    assert len(moved) == len(stock) > 10  # every trained tensor got a gradient
+    assert len(deltas) == len(runs) - 1
+    for run, ours in deltas.items():
+        for name, theirs in stock.items():
+            scale = float(np.abs(theirs).max())
+            assert np.abs(ours[name] - theirs).max() <= 1e-3 * scale + 1e-9, (run, name, scale)
 
 
 def test_a_batch_with_every_token_masked_leaves_every_weight_unchanged(patched, tiny, tmp_path):

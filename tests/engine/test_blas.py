@@ -1,0 +1,54 @@
+"""Patch 0005: the patched engine's F32 products and OUT_PROD on numpy's OpenBLAS give what exact float64
+arithmetic and ggml's own kernels give, forward and backward, whatever the thread split."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jenova_fast.engine import gradcheck, library
+
+
+@pytest.fixture(scope="module")
+def blas(patched) -> library.Blas:
+    found = library.find_blas()
+    if found is None:
+        pytest.skip("no OpenBLAS beside numpy (a numpy built without one, or JENOVA_FAST_BLAS=0)")
+    return found
+
+
+def _squared_product(g, ctx, x):
+    """sum(w * (a^T b)^2): its gradients hold the forward product, so the forward GEMM is checked too."""
+    product = g.ggml_mul_mat(ctx, x[0], x[1])
+    return g.ggml_mul(ctx, product, product)
+
+
+def _squared_product_grads(x, w):
+    a, b = x  # numpy (rows=ne1, cols=ne0): a is (m, k), b is (p, k); the product is (p, m)
+    d = 2 * w * (b @ a.T)
+    return [d.T @ b, d @ a]
+
+
+@settings(max_examples=12, deadline=None)
+@given(m=st.integers(1, 80), k=st.sampled_from([32, 64, 96]), p=st.integers(1, 80), threads=st.integers(1, 3),
+       seed=st.integers(0, 2**16))
+def test_products_on_blas_equal_exact_and_ggmls_own(patched, blas, m, k, p, threads, seed):
+    """Odd sizes on both sides of the 32 below which products stay on ggml's kernels, split over 1-3 threads."""
+    errors = {}
+    try:
+        for name, using in (("blas", blas), ("ggml", None)):
+            patched.use_blas(using)
+            errors[name, "f32"] = gradcheck.gradient_errors(
+                [(k, m), (k, p)], _squared_product, _squared_product_grads, seed=seed, finite_differences=False,
+                threads=threads)[1]
+            # a frozen quantized weight: its forward product runs on quantized activations (not exact), so the
+            # backward alone, through the F32 cast, on the linear product
+            errors[name, "q8_0 frozen"] = gradcheck.gradient_errors(
+                [(k, m), (k, p)], gradcheck.CASES["mul_mat"][1], lambda x, w: [None, w @ x[0]],
+                types=[gradcheck.GGML_TYPE_Q8_0, gradcheck.GGML_TYPE_F32], seed=seed, finite_differences=False,
+                threads=threads)[1]
+    finally:
+        patched.use_blas(blas)
+    assert max(errors.values()) <= 1e-4, errors
+
