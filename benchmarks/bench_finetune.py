@@ -75,7 +75,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         selection = type(selection)(spec["train"], tuple(initial), sum(t.size for t in initial.values()))
     result = train_inprocess(spec["work"], None, lambda _epoch: Windows(rows[:-1]), Windows(rows[-1:]), epochs=1,
                              lr=1e-5, threads=spec["threads"], trained=trained, engine_kind=spec.get("engine", "auto"),
-                             lora=init)
+                             lora=init, checkpoints=spec.get("checkpoints", False))
     steady = sorted(result.step_seconds[1:])
     per_step = steady[len(steady) // 2]
     return {"s_per_step": per_step, "tokens_per_s": spec["ctx"] / per_step,
@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tied", action="store_true", help="the models' real layout: output head tied to token_embd")
     p.add_argument("--engines", default="stock,patched",
                    help="llama.cpp engines to time each config on, in turn (default: %(default)s)")
+    p.add_argument("--checkpoints", action="store_true",
+                   help="keep only each block's output and recompute the rest in the backward pass (patched engine)")
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--quality", default=None, metavar="FLAGS",
                    help="also run the recall benchmark (benchmarks.bench_quality) with these finetune flags ('' for "
@@ -229,11 +231,11 @@ def main(argv: list[str] | None = None) -> int:
             by_engine: dict[str, dict[str, Any]] = {}
             engines = ["patched"] if spec.startswith("lora") else args.engines.split(",")  # stock has no LoRA
             for engine in engines:  # the engines back to back, so the machine's load drifts less
-                row = {**row, "engine": engine, **work}
+                row = {**row, "engine": engine + (", recomputed" if args.checkpoints else ""), **work}
                 if "error" not in work:
                     row.update(_run_child({"phase": "train", "base": str(base), "work": work["work"], "train": spec,
                                            "ctx": args.ctx, "threads": args.threads, "steps": args.steps,
-                                           "engine": engine}))
+                                           "engine": engine, "checkpoints": args.checkpoints}))
                 if "s_per_step" in row:
                     row["hours_per_1k"] = 1000 * per_record * 2 / args.ctx * row["s_per_step"] / 3600
                     first = by_engine.get(args.engines.split(",")[0])

@@ -1,6 +1,7 @@
 /* The sources of libjenova-llama besides llama.cpp's own archives: the patch set it was built with, so that the
    Python side can check it loaded the library it asked for (JENOVA_ENGINE_PATCHES is set by the build), and the
-   BLAS the CPU backend's F32 products run on (patch 0005), found and handed over by the Python side. */
+   BLAS the CPU backend's F32 products run on (patch 0005), found and handed over by the Python side, and the
+   activation checkpoints (patch 0006). */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -60,4 +61,12 @@ JENOVA_API void jenova_engine_use_blas(void * sgemm, int ilp64, void * set_threa
     threads_local = on ? (threads_local_t) set_threads_local : NULL;
     ggml_cpu_set_sgemm(on ? blas_sgemm : NULL);
     ggml_set_backward_gemm_out_prod(on);
+}
+
+/* patch 0006's hook (ggml.c): the name prefix of the block outputs kept as checkpoints, or NULL to keep every
+   activation. The string must outlive the training contexts. */
+void ggml_set_checkpoints(const char * name_prefix);
+
+JENOVA_API void jenova_engine_checkpoints(const char * name_prefix) {
+    ggml_set_checkpoints(name_prefix);
 }

@@ -8,10 +8,12 @@ the training entry points llama-cpp-python lacks or declares wrongly are declare
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -98,7 +100,9 @@ _DECLARED: dict[str, tuple[list[Any], Any]] = {
     "ggml_backend_dev_memory": ([_p, ctypes.POINTER(_size), ctypes.POINTER(_size)], None),
     "jenova_engine_patches": ([], ctypes.c_char_p),
     "jenova_engine_use_blas": ([_p, _int, _p], None),
+    "jenova_engine_checkpoints": ([ctypes.c_char_p], None),
 }
+CHECKPOINTS = b"l_out-"  # llama.cpp's name for each block's output: what patch 0006 keeps
 # cblas_sgemm of the OpenBLAS builds numpy's wheels bundle (scipy-openblas), and whether its integers are 64-bit
 _SGEMMS = (("scipy_cblas_sgemm64_", True), ("scipy_cblas_sgemm", False), ("cblas_sgemm64_", True))
 _THREADS_LOCAL = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local64_")
@@ -228,12 +232,36 @@ class Engine:
                                         ctypes.cast(getattr(library, local), ctypes.c_void_p))
         self.blas = blas
 
+    @contextlib.contextmanager
+    def checkpoints(self, on: bool) -> Iterator[None]:
+        """While inside, with `on`: the training graphs built keep only each block's output from the forward pass
+        and compute the rest again in the backward pass (patch 0006)."""
+        if not on:
+            yield
+            return
+        if self.kind != "patched":
+            raise EngineError(f"recomputing activations needs the patched engine; run: {BUILD_HINT}")
+        self.jenova_engine_checkpoints(CHECKPOINTS)
+        try:
+            yield
+        finally:
+            self.jenova_engine_checkpoints(None)
+
     def constant_optimizer_params(self) -> int:
         """The address of ggml_opt_get_constant_optimizer_params: it returns the params struct we pass as
         userdata, which we may change between steps."""
         address = ctypes.cast(self._ggml.ggml_opt_get_constant_optimizer_params, ctypes.c_void_p).value
         assert address is not None
         return address
+
+
+def blas_line() -> str:
+    """What the patched engine's F32 products run on, for the plan line and `engine status`."""
+    blas = find_blas()
+    if blas is not None:
+        return f"F32 products on OpenBLAS, {blas.path.name}"
+    why = f"{BLAS_OFF}=0" if os.environ.get(BLAS_OFF, "1") == "0" else "no OpenBLAS beside numpy"
+    return f"F32 products on ggml's own kernels ({why})"
 
 
 @dataclass(frozen=True)
@@ -252,7 +280,7 @@ def choose(requested: str = "auto") -> Choice:
         return Choice("stock", "given with --engine")
     done = build.find()
     if done is not None:
-        return Choice("patched", "built" if requested == "auto" else "given with --engine")
+        return Choice("patched", ("built" if requested == "auto" else "given with --engine") + "; " + blas_line())
     if requested == "patched":
         raise EngineError(f"--engine patched: the patched engine is not built for this version; run: {BUILD_HINT} "
                           "(2-3 minutes on 2 idle cores, once), or use --engine stock")

@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", type=Path, default=None, metavar="FILE.gguf",
                    help="with --adapter: also write the base with the adapter folded in, requantized to the base's "
                         "types, for runtimes that cannot load adapters")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="keep only each block's output from the forward pass and compute the rest again in the "
+                        "backward pass: far less memory (LoRA on a 1B base at ctx 512: 5.9 -> 2.2 GiB) for one "
+                        "more forward pass (patched engine)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     return p
 
@@ -176,6 +180,7 @@ def _config(args: argparse.Namespace) -> FinetuneConfig:
         stride=args.stride, gpu_layers=args.gpu_layers, memory_available=args.max_memory, eval_data=args.eval_data,
         plot=args.plot, system=args.system, packing=args.packing, engine=args.engine, loss=args.loss,
         adapter=args.adapter, lora_alpha=args.lora_alpha, merge=args.merge,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
 
 

@@ -80,7 +80,8 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
         result = train_inprocess(
             base, None, feed, heldout, epochs=settings.epochs, lr=settings.lr, threads=threads,
             trained=frozenset(initial), gpu_layers=config.gpu_layers, progress=feed.progress,
-            engine_kind=engine.kind, lora=init, lr_end=settings.lr * defaults.LR_END)
+            engine_kind=engine.kind, lora=init, lr_end=settings.lr * defaults.LR_END,
+            checkpoints=config.gradient_checkpointing)
         trained = {name: result.adapter[name].reshape(initial[name].shape) for name in initial}
         final = adapter.write_adapter(tmp / out.name, base, spec, trained, base_sha256=base_sha)
         after = evaluate.heldout_loss(base, heldout, threads, gpu_layers=config.gpu_layers, adapter=final)

@@ -77,6 +77,7 @@ class FinetuneConfig:
     adapter: str | None = None  # lora[:RANK]: train a LoRA adapter over the frozen base instead (finetune/lora.py)
     lora_alpha: float | None = None  # default: the rank
     merge: Path | None = None  # with `adapter`: also write the base with the update folded in here
+    gradient_checkpointing: bool = False  # keep only block outputs, recompute the rest (patched engine, patch 0006)
 
 
 @dataclass
@@ -241,6 +242,9 @@ def _check_config(config: FinetuneConfig) -> Path | None:
                             f"${ENV_VAR}, or put llama-finetune on PATH (docs/finetune.md)")
     if program is not None and config.eval_data is not None:
         raise FinetuneError("--eval-data works with the in-process trainer only")
+    if config.gradient_checkpointing and (config.trainer != "inprocess" or config.engine == "stock"):
+        raise FinetuneError("--gradient-checkpointing needs the in-process trainer on the patched engine (stock "
+                            "llama.cpp keeps every activation); leave --trainer and --engine out")
     return program
 
 
@@ -539,7 +543,7 @@ def _train(config: FinetuneConfig, plan: TrainPlan, data: TrainingData, settings
     return train_inprocess(data.work, trained, feed, _for_engine(data.heldout_windows(), plan), epochs=settings.epochs,
                            lr=settings.lr, threads=threads, trained=frozenset(plan.selection.trained),
                            gpu_layers=config.gpu_layers, progress=feed.progress, engine_kind=plan.engine.kind,
-                           lr_end=settings.lr * defaults.LR_END)
+                           lr_end=settings.lr * defaults.LR_END, checkpoints=config.gradient_checkpointing)
 
 
 def _for_engine(windows: Windows, plan: TrainPlan) -> Windows:

@@ -173,13 +173,15 @@ def train_inprocess(
     engine_kind: str = "auto",
     lora: str | os.PathLike[str] | None = None,
     lr_end: float | None = None,
+    checkpoints: bool = False,
 ) -> TrainResult:
     """Train the F32 tensors of `base` named in `trained` (None: all of them) and save to `out` (as llama.cpp
     writes it: without chat template, with context_length = n_ctx; the caller restores both). Only the windows'
     trained tokens count (a mask needs the patched engine). With `lora` (an adapter file: `adapter.py`), the
     adapter's tensors are what is trained, the base stays frozen as loaded, and `out` is not written: the
     trained tensors come back in `TrainResult.adapter`. With `lr_end`, the learning rate falls linearly from
-    `lr` to `lr_end` over the planned steps (epochs x the first epoch's windows).
+    `lr` to `lr_end` over the planned steps (epochs x the first epoch's windows). With `checkpoints`, only each
+    block's output is kept from the forward pass and the rest computed again in the backward pass (patched engine).
 
     Each epoch's windows are fed in chunks of at most ~CHUNK_SECONDS of steps; the optimizer state lives in
     the context, so chunks continue one AdamW run. KeyboardInterrupt is raised after the chunk it arrived in
@@ -189,7 +191,10 @@ def train_inprocess(
     n_ctx = heldout_windows.n_ctx
     result = TrainResult()
     param_filter = _ParamFilter(lib, trained)
-    with load_model(base, writable=lora is None, training=True, gpu_layers=gpu_layers, on=lib) as model, \
+    if checkpoints:
+        log.info("gradient checkpointing: each block's output is kept, the rest computed again in the backward pass")
+    with lib.checkpoints(checkpoints), \
+            load_model(base, writable=lora is None, training=True, gpu_layers=gpu_layers, on=lib) as model, \
             new_context(model, n_ctx, threads, training=True, on=lib) as ctx:
         if lora is not None:
             _set_adapter(lib, model, ctx, lora)

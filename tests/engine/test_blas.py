@@ -52,3 +52,11 @@ def test_products_on_blas_equal_exact_and_ggmls_own(patched, blas, m, k, p, thre
         patched.use_blas(blas)
     assert max(errors.values()) <= 1e-4, errors
 
+
+
+def test_the_plan_line_says_what_the_products_run_on(patched, blas, monkeypatch):
+    assert library.blas_line() == f"F32 products on OpenBLAS, {blas.path.name}"
+    assert "OpenBLAS" in library.choose("auto").reason
+    monkeypatch.setenv(library.BLAS_OFF, "0")
+    assert library.find_blas() is None
+    assert library.blas_line() == f"F32 products on ggml's own kernels ({library.BLAS_OFF}=0)"

@@ -63,7 +63,8 @@ def test_a_tree_that_moved_is_refused_untouched(tree, tmp_path):
 
 def test_every_shipped_patch_is_a_complete_diff_with_its_four_answers():
     patches = build.patches()
-    assert [p.name[:4] for p in patches] == ["0001", "0002", "0003", "0004", "0005"]
+    assert [p.name[:4] for p in patches] == [f"{n:04d}" for n in range(1, len(patches) + 1)]
+    assert len(patches) >= 6
     for patch in patches:
         assert parse(patch)
         text = header(patch)
