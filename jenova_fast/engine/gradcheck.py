@@ -119,12 +119,12 @@ def _array(g: Ggml, tensor: int, shape: tuple[int, ...]) -> np.ndarray:
 
 def gradient_errors(shapes: Sequence[tuple[int, int]], op: Build, exact: Exact, *, types: Sequence[int] = (),
                     seed: int = 0, eps: float = 1e-2, kind: str = "patched",
-                    finite_differences: bool = True, threads: int = 1) -> tuple[float, float]:
+                    finite_differences: bool = True, threads: int = 1, memory_mb: int = 64) -> tuple[float, float]:
     """ggml's gradient of every F32 input against central finite differences and against `exact`: the largest
     difference of each, relative to max(1, |gradient|). Quantized inputs are frozen (as a frozen base weight)."""
     g = Ggml(kind)
     rng = np.random.default_rng(seed)
-    ctx = g.ggml_init(_InitParams(64 << 20, None, False))
+    ctx = g.ggml_init(_InitParams(memory_mb << 20, None, False))
     try:
         types = list(types) or [GGML_TYPE_F32] * len(shapes)
         # ggml's (ne0, ne1) is numpy's (rows=ne1, cols=ne0)

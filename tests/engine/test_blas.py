@@ -60,3 +60,13 @@ def test_the_plan_line_says_what_the_products_run_on(patched, blas, monkeypatch)
     monkeypatch.setenv(library.BLAS_OFF, "0")
     assert library.find_blas() is None
     assert library.blas_line() == f"F32 products on ggml's own kernels ({library.BLAS_OFF}=0)"
+
+
+def test_a_large_frozen_weight_is_cast_in_slices_and_the_gradient_is_exact(patched, blas):
+    """Patch 0006: a frozen quantized weight of more than 32 MB in F32 is cast for the backward product a slice of
+    rows at a time (here 8200 rows of 1024: two slices, the second short), the slices' products summed."""
+    op = gradcheck.CASES["mul_mat"][1]
+    errors = gradcheck.gradient_errors([(1024, 8200), (1024, 3)], op, lambda x, w: [None, w @ x[0]],
+                                       types=[gradcheck.GGML_TYPE_Q8_0, gradcheck.GGML_TYPE_F32],
+                                       finite_differences=False, threads=2, memory_mb=512)
+    assert errors[1] <= 1e-4
