@@ -67,7 +67,8 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
     log.info("training a LoRA adapter: rank %d, alpha %g, on %d matrices (%s): %.2fM parameters", spec.rank,
              spec.alpha, len(matrices), selection.spec, n_params / 1e6)
     data = pipeline._training_data(config, info, None)
-    settings = pipeline._settings(config, plan, data)
+    whole = trainable.select("all", info.tensors, info.n_layer).n_params
+    settings = pipeline._settings(config, plan, data, lora_base_params=whole)
     pipeline._plan_notes(plan, data, settings)
     heldout = data.heldout_windows()
     before = evaluate.heldout_loss(base, heldout, threads, gpu_layers=config.gpu_layers)

@@ -334,8 +334,10 @@ def _finetune(config: FinetuneConfig, progress: ProgressCallback | None, hold: c
     return report
 
 
-def _settings(config: FinetuneConfig, plan: TrainPlan, data: TrainingData) -> Settings:
-    """--epochs and --lr as given, else chosen from the steps per epoch and the trained parameter count."""
+def _settings(config: FinetuneConfig, plan: TrainPlan, data: TrainingData, lora_base_params: int | None = None
+              ) -> Settings:
+    """--epochs and --lr as given, else chosen from the steps per epoch and the trained parameter count (for an
+    adapter, from the parameters of its base: `lora_base_params`)."""
     steps = render.steps_per_epoch(data.split.train_records, data.n_ctx, packing=config.packing,
                                    stride=data.stride)
     if config.epochs is not None:
@@ -345,6 +347,8 @@ def _settings(config: FinetuneConfig, plan: TrainPlan, data: TrainingData) -> Se
         stop = defaults.EarlyStop()
     if config.lr is not None:
         lr, lr_why = config.lr, "given with --lr"
+    elif lora_base_params is not None:
+        lr, lr_why = defaults.lora_learning_rate(lora_base_params)
     else:
         lr, lr_why = defaults.learning_rate(plan.selection.n_params)
     split = data.split

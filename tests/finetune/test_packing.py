@@ -97,6 +97,11 @@ def test_epochs_and_learning_rate_from_steps_and_parameters():
     assert defaults.learning_rate(1_200_000_000)[0] < 5e-5
     assert defaults.learning_rate(100_000)[0] == defaults.MAX_LR
 
+    # an adapter's rate follows its base's size, not its own: 10x the base's whole-model rate
+    assert defaults.lora_learning_rate(135_000_000)[0] == pytest.approx(1e-3)
+    assert defaults.lora_learning_rate(1_200_000_000)[0] < defaults.lora_learning_rate(135_000_000)[0]
+    assert "135.0M" in defaults.lora_learning_rate(135_000_000)[1]
+
 
 def test_early_stop_when_learned_or_flat():
     stop = defaults.EarlyStop()
