@@ -139,11 +139,9 @@ class Blas:
     """The OpenBLAS the patched engine's F32 products run on (patch 0005)."""
 
     path: Path
-    sgemm: str
-    ilp64: bool
-
-    def __str__(self) -> str:
-        return f"{self.path.name} ({self.sgemm})"
+    sgemm: str  # cblas_sgemm's name there
+    ilp64: bool  # its integers are 64-bit
+    threads_local: str  # openblas_set_num_threads_local's name there
 
 
 def find_blas() -> Blas | None:
@@ -168,7 +166,7 @@ def find_blas() -> Blas | None:
             local = next((name for name in _THREADS_LOCAL if hasattr(library, name)), None)
             for sgemm, ilp64 in _SGEMMS:
                 if local and hasattr(library, sgemm):
-                    return Blas(path, sgemm, ilp64)
+                    return Blas(path, sgemm, ilp64, local)
     return None
 
 
@@ -227,9 +225,8 @@ class Engine:
             self.jenova_engine_use_blas(None, 0, None)
         else:
             library = ctypes.CDLL(str(blas.path))
-            local = next(name for name in _THREADS_LOCAL if hasattr(library, name))
             self.jenova_engine_use_blas(ctypes.cast(getattr(library, blas.sgemm), ctypes.c_void_p), int(blas.ilp64),
-                                        ctypes.cast(getattr(library, local), ctypes.c_void_p))
+                                        ctypes.cast(getattr(library, blas.threads_local), ctypes.c_void_p))
         self.blas = blas
 
     @contextlib.contextmanager

@@ -159,6 +159,10 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig, n_ctx: int |
     engine = runtime.choose_engine(config.engine) if config.trainer == "inprocess" else Choice(
         "stock", "--trainer llama-finetune is the user's own program")
     loss = _loss(config, engine, info)
+    if config.gradient_checkpointing and engine.kind != "patched":
+        raise FinetuneError("--gradient-checkpointing needs the in-process trainer on the patched engine (stock "
+                            "llama.cpp keeps every activation); build it: jenova-fast engine build (once, 2-3 "
+                            "minutes), and leave --trainer and --engine out")
     gpu = config.gpu_layers != 0
     if gpu:
         runtime.check_gpu_offload(engine.kind)
@@ -242,9 +246,6 @@ def _check_config(config: FinetuneConfig) -> Path | None:
                             f"${ENV_VAR}, or put llama-finetune on PATH (docs/finetune.md)")
     if program is not None and config.eval_data is not None:
         raise FinetuneError("--eval-data works with the in-process trainer only")
-    if config.gradient_checkpointing and (config.trainer != "inprocess" or config.engine == "stock"):
-        raise FinetuneError("--gradient-checkpointing needs the in-process trainer on the patched engine (stock "
-                            "llama.cpp keeps every activation); leave --trainer and --engine out")
     return program
 
 

@@ -135,6 +135,13 @@ def test_blocks_of_phi2_refused_before_any_working_copy(tmp_path, chat_jsonl):
     assert list(working_copy.cache_dir().glob("phi-2.Q4_K_M-*")) == []
 
 
+def test_gradient_checkpointing_on_the_stock_engine_is_refused_up_front(tmp_path, tiny_base, chat_jsonl):
+    before = set(working_copy.cache_dir().glob("*"))
+    _fails("--gradient-checkpointing needs .* patched engine", finetune,
+           _config(tmp_path, tiny_base, chat_jsonl, engine="stock", gradient_checkpointing=True))
+    assert set(working_copy.cache_dir().glob("*")) == before  # refused before any working copy
+
+
 def test_llama_finetune_program_missing_or_not_executable(tmp_path, tiny_base, chat_jsonl, monkeypatch):
     monkeypatch.delenv("JENOVA_LLAMA_FINETUNE", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no llama-finetune anywhere
