@@ -87,8 +87,10 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
         final = adapter.write_adapter(tmp / out.name, base, spec, trained, base_sha256=base_sha)
         after = evaluate.heldout_loss(base, heldout, threads, gpu_layers=config.gpu_layers, adapter=final)
         if not np.isfinite(after.loss) or after.loss >= before.loss:
+            rose = not np.isfinite(after.loss) or after.loss > 1.05 * before.loss  # diverged: the rate is too high
             raise FinetuneError(f"the adapter did not beat the base on the held-out records ({before.loss:.4f} -> "
-                                f"{after.loss:.4f}); nothing was installed; raise --lr or --epochs")
+                                f"{after.loss:.4f}); nothing was installed; "
+                                + ("lower --lr: the loss rose" if rose else "raise --lr or --epochs"))
         smoke_messages = data.split.heldout_conversations[0]
         reply = evaluate.smoke_generate(base, smoke_messages, max_tokens=config.smoke_tokens, threads=threads,
                                         adapter=final)

@@ -135,3 +135,16 @@ def test_the_fleet_gives_each_user_an_adapter_over_the_shared_base(patched, tmp_
     assert not (tmp_path / "users" / user / "models" / "jenova.gguf").exists()
     assert is_fresh(paths, fingerprint(paths, identity, options))  # a rerun skips the user
     assert trained.heldout_loss_after < trained.heldout_loss_before
+
+
+def test_an_adapter_that_diverges_says_to_lower_the_rate_and_installs_nothing(patched, tmp_path):
+    from jenova_fast.finetune import FinetuneConfig, FinetuneError, finetune
+    from jenova_fast.finetune.tiny_model import write_tiny_model
+
+    base = write_tiny_model(tmp_path / "base.gguf")
+    data = write_jsonl(tmp_path / "train.jsonl", chat_records(40))
+    out = tmp_path / "models" / "jenova.gguf"
+    with pytest.raises(FinetuneError, match="lower --lr"):
+        finetune(FinetuneConfig(base=base, data=data, out=out, n_ctx=256, lr=50.0, epochs=1, eval_fraction=0.2,
+                                adapter="lora:4", recall_sample=0))
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
