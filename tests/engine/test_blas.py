@@ -53,7 +53,6 @@ def test_products_on_blas_equal_exact_and_ggmls_own(patched, blas, m, k, p, thre
     assert max(errors.values()) <= 1e-4, errors
 
 
-
 def test_the_plan_line_says_what_the_products_run_on(patched, blas, monkeypatch):
     assert library.blas_line() == f"F32 products on OpenBLAS, {blas.path.name}"
     assert "OpenBLAS" in library.choose("auto").reason
