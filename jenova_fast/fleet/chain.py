@@ -274,7 +274,7 @@ def finetune_config(paths: UserPaths, options: FleetOptions, threads: int | None
         models_dir=paths.models_dir, report=paths.finetune_report, seed=options.seed, train=options.train,
         requantize=options.requantize, stride=options.stride, gpu_layers=options.gpu_layers,
         memory_available=memory, engine=options.engine, loss=options.loss, adapter=options.adapter,
-        lora_alpha=options.lora_alpha,
+        lora_alpha=options.lora_alpha, gradient_checkpointing=options.gradient_checkpointing,
     )
 
 

@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--adapter", default=None, metavar="lora[:RANK]",
                     help="a LoRA adapter per user over the shared base (models/jenova-lora.gguf, a few MB each)")
     ft.add_argument("--lora-alpha", type=float, default=None, help="default: the rank")
+    ft.add_argument("--gradient-checkpointing", action="store_true",
+                    help="recompute activations in the backward pass: far less memory per training, the same result")
     p.add_argument("--force", action="store_true", help="retrain users whose model is fresh too")
     p.add_argument("--report", type=Path, default=None, metavar="FILE.json", help="each user's outcome as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="only failures and the summary")
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         requantize=args.requantize, stride=args.stride,
         seed=args.seed, eval_fraction=args.eval_fraction, split_eval=args.split_eval, template=args.template,
         threads=args.threads, max_memory=args.max_memory, gpu_layers=args.gpu_layers, engine=args.engine,
-        loss=args.loss, adapter=args.adapter, lora_alpha=args.lora_alpha)
+        loss=args.loss, adapter=args.adapter, lora_alpha=args.lora_alpha,
+        gradient_checkpointing=args.gradient_checkpointing)
     try:
         from jenova_fast.fleet.cluster import quiet_dask_logs
 

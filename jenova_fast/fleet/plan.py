@@ -131,12 +131,13 @@ class FleetOptions:
     loss: str | None = None  # finetune's --loss
     adapter: str | None = None  # lora[:RANK]: one adapter per user over the shared base
     lora_alpha: float | None = None
+    gradient_checkpointing: bool = False  # recompute activations: less memory, the same training
 
     def identity(self) -> dict[str, Any]:
         """The options that change what is trained (not where or how fast): part of the fingerprint. The
         options added with the engine count only when set, so fleets trained before them stay fresh."""
         out = asdict(self)
-        for key in ("base", "threads", "prepare_threads", "max_memory"):
+        for key in ("base", "threads", "prepare_threads", "max_memory", "gradient_checkpointing"):
             out.pop(key)
         for key, default in (("engine", "auto"), ("loss", None), ("adapter", None), ("lora_alpha", None)):
             if out[key] == default:

@@ -14,7 +14,7 @@ import pytest
 
 from jenova_fast.cpa import CPA
 from jenova_fast.fleet import FleetOptions, UserPaths, base_identity, fingerprint, is_fresh
-from jenova_fast.fleet.chain import _themes_digest, observe_user
+from jenova_fast.fleet.chain import _themes_digest, finetune_config, observe_user
 from jenova_fast.fleet.demo import write_user_store
 from jenova_fast.fleet.plan import FLEET_SCHEMA, model_stamp
 
@@ -39,6 +39,10 @@ def test_the_fingerprint_follows_the_store_the_base_and_the_options(user, base, 
     assert fingerprint(user, base_identity(base), options) == first
     # how fast or where it runs is not what is trained
     assert fingerprint(user, base_identity(base), dataclasses.replace(options, threads=7, max_memory=1 << 30)) == first
+    # nor is recomputing activations: the same weights, less memory; it reaches each user's training
+    recomputing = dataclasses.replace(options, gradient_checkpointing=True)
+    assert fingerprint(user, base_identity(base), recomputing) == first
+    assert finetune_config(user, recomputing, None, None).gradient_checkpointing
     (user.store / ".hidden.json").write_text("{}")  # prepare never reads hidden files
     (user.store / "notes.txt").write_text("x")
     assert fingerprint(user, base_identity(base), options) == first
