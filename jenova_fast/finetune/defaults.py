@@ -48,16 +48,17 @@ def context(longest: int, model_context: int) -> tuple[int, str]:
     return need, f"the longest record has {longest} tokens"
 
 
+def _rate(trained_params: int) -> float:
+    return min(MAX_LR, max(MIN_LR, BASE_LR * math.sqrt(BASE_PARAMS / max(trained_params, 1))))
+
+
 def learning_rate(trained_params: int) -> tuple[float, str]:
-    lr = BASE_LR * math.sqrt(BASE_PARAMS / max(trained_params, 1))
-    lr = float(f"{min(MAX_LR, max(MIN_LR, lr)):.1g}")
-    return lr, f"{trained_params / 1e6:.1f}M trained parameters"
+    return float(f"{_rate(trained_params):.1g}"), f"{trained_params / 1e6:.1f}M trained parameters"
 
 
 def lora_learning_rate(base_params: int) -> tuple[float, str]:
     """The adapter's rate, from the parameters training the base whole would train (not the adapter's own)."""
-    whole = min(MAX_LR, max(MIN_LR, BASE_LR * math.sqrt(BASE_PARAMS / max(base_params, 1))))
-    lr = float(f"{whole * LORA_LR_FACTOR:.1g}")
+    lr = float(f"{_rate(base_params) * LORA_LR_FACTOR:.1g}")
     return lr, f"LoRA: {LORA_LR_FACTOR}x the rate for training the base's {base_params / 1e6:.1f}M parameters whole"
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jenova_fast import _fs
-from jenova_fast.finetune import adapter, defaults, evaluate, memory, recall, runtime, trainable, validate
+from jenova_fast.finetune import adapter, evaluate, memory, recall, runtime, trainable, validate
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.install import install_model
 from jenova_fast.finetune.metadata import open_reader
@@ -81,7 +81,7 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
         result = train_inprocess(
             base, None, feed, heldout, epochs=settings.epochs, lr=settings.lr, threads=threads,
             trained=frozenset(initial), gpu_layers=config.gpu_layers, progress=feed.progress,
-            engine_kind=engine.kind, lora=init, lr_end=settings.lr * defaults.LR_END,
+            engine_kind=engine.kind, lora=init, lr_end=settings.lr_end,
             checkpoints=config.gradient_checkpointing)
         trained = {name: result.adapter[name].reshape(initial[name].shape) for name in initial}
         final = adapter.write_adapter(tmp / out.name, base, spec, trained, base_sha256=base_sha)

@@ -259,6 +259,11 @@ class Settings:
     early_stop: defaults.EarlyStop | None  # None: --epochs was given, every epoch runs
     choices: dict[str, str]
 
+    @property
+    def lr_end(self) -> float:
+        """Where the in-process rate falls to by the last planned step."""
+        return self.lr * defaults.LR_END
+
 
 def finetune(config: FinetuneConfig, progress: ProgressCallback | None = None) -> FinetuneReport:
     """Fine-tune `config.base` on `config.data` and write `config.out`; raises FinetuneError on bad input.
@@ -548,7 +553,7 @@ def _train(config: FinetuneConfig, plan: TrainPlan, data: TrainingData, settings
     return train_inprocess(data.work, trained, feed, _for_engine(data.heldout_windows(), plan), epochs=settings.epochs,
                            lr=settings.lr, threads=threads, trained=frozenset(plan.selection.trained),
                            gpu_layers=config.gpu_layers, progress=feed.progress, engine_kind=plan.engine.kind,
-                           lr_end=settings.lr * defaults.LR_END, checkpoints=config.gradient_checkpointing)
+                           lr_end=settings.lr_end, checkpoints=config.gradient_checkpointing)
 
 
 def _for_engine(windows: Windows, plan: TrainPlan) -> Windows:
