@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import getpass
 import logging
 import os
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from jenova_fast._signals import deferred
+from jenova_fast._signals import deferred, on_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,7 @@ def temporary(target: str | os.PathLike[str], *, directory: bool = False,
     try:
         with deferred():  # a Ctrl-C lands once the temp file exists and its removal below is armed
             created = _create(target, directory)
+            on_interrupt(created[0], functools.partial(_remove, created[0]))  # ... and `run`'s, if it misses
         path = created[0]
         if exclusive is not None:
             _check_alone(target, path, exclusive)
@@ -230,6 +232,7 @@ def temporary(target: str | os.PathLike[str], *, directory: bool = False,
                 os.close(created[1])
                 with contextlib.suppress(FileNotFoundError):
                     _remove(created[0])
+                on_interrupt(created[0], None)
 
 
 @contextlib.contextmanager

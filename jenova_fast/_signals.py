@@ -15,7 +15,9 @@ exit 130 (SIGINT) or 143 (SIGTERM), no traceback, no temp file left.
 - once main() has returned, the work is done: a signal is said in one line and the process ends with 128 +
   the signal after the interpreter's shutdown, instead of a KeyboardInterrupt inside `threading._shutdown`
   or an atexit hook (Python prints those as `Exception ignored` and exits 0);
-- a second signal leaves at once (os._exit): the user insists; the next run removes a temp file left.
+- a second signal leaves at once (os._exit): the user insists; the next run removes a temp file left;
+- the temp files alive when the run ends interrupted (`on_interrupt`) are removed by `run` itself: the first
+  signal can land in the few bytecodes between the block that made one and the deferred() block that removes it.
 
 Before the entry point runs (the interpreter's start-up, the imports of `python -m jenova_fast.prepare`'s
 package), Python's own handling applies: a SIGINT there is its KeyboardInterrupt traceback. Library callers
@@ -48,6 +50,25 @@ class _State:
 
 
 _state = _State()
+# removals of the temp files alive now (`_fs`), by path: run by `run` when the run ends interrupted
+_pending: dict[object, Callable[[], object]] = {}
+
+
+def on_interrupt(key: object, cleanup: Callable[[], object] | None) -> None:
+    """Arm `cleanup` (or, with None, disarm the one under `key`) for a run that ends interrupted."""
+    if cleanup is None:
+        _pending.pop(key, None)
+    else:
+        _pending[key] = cleanup
+
+
+def _clean_up() -> None:
+    for key, cleanup in list(_pending.items()):
+        try:
+            cleanup()
+        except OSError:  # gone already, or not ours to remove: the next run sweeps it
+            pass
+        _pending.pop(key, None)
 
 
 def status() -> int:
@@ -142,6 +163,8 @@ def run(main: Callable[[], int | None], prog: str) -> NoReturn:
             code = main()
         finally:
             _state.done = True
+            if _state.first is not None:
+                _clean_up()
     except KeyboardInterrupt:
         _say("interrupted")
         code = status()

@@ -154,3 +154,31 @@ def test_a_clean_run_exits_with_main_s_status():
     code = "from jenova_fast._signals import run\nrun(lambda: 3, 't')\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (3, "")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_between_a_temp_file_s_block_and_its_removal_leaves_no_temp_file(sig, tmp_path):
+    """The first signal can land in the bytecodes between the end of `_fs.temporary`'s block and the deferred()
+    block that removes its temp file; `run` removes what is left then. Here it is sent at that exact moment."""
+    code = HEADER.format(sig=sig) + textwrap.dedent(f"""
+        from pathlib import Path
+        from jenova_fast import _fs, _signals
+        armed = []
+        enter = _signals.deferred.__enter__
+        def enter_late(self):
+            if armed:
+                armed.clear()
+                kill()  # before this block counts as deferred, as a real signal may land
+            return enter(self)
+        _signals.deferred.__enter__ = enter_late
+        def main():
+            with _fs.temporary(Path({str(tmp_path / "out.bin")!r})) as tmp:
+                tmp.write_bytes(b"partial")
+                armed.append(1)
+            return 0
+        run(main, 't')
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert (done.returncode, done.stderr) == (128 + getattr(signal, sig), "t: interrupted\n")
+    assert list(tmp_path.iterdir()) == []
