@@ -91,16 +91,22 @@ def _run_child(spec: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _estimate(base: Path, spec: str, ctx: int) -> tuple[int, int]:
+def _estimate(base: Path, spec: str, ctx: int, checkpoints: bool) -> tuple[int, int]:
     """(estimated bytes, available bytes) as `jenova-fast finetune` computes them."""
-    from jenova_fast.finetune import memory
+    from jenova_fast.finetune import adapter, lora, memory, trainable
+    from jenova_fast.finetune.metadata import open_reader
     from jenova_fast.finetune.pipeline import FinetuneConfig, plan_training
     from jenova_fast.finetune.validate import inspect_model
 
-    if spec.startswith("lora"):  # the base as it is, plus a few MB of adapter and its optimizer state
-        return base.stat().st_size, memory.available_memory()
-    config = FinetuneConfig(base=base, data=Path("unused"), n_ctx=ctx, train=spec, memory_available=2**62)
-    return plan_training(inspect_model(base), config).need.total, memory.available_memory()
+    info = inspect_model(base)
+    if spec.startswith("lora"):
+        names = trainable.select(adapter.DEFAULT_TARGETS, info.tensors, info.n_layer).trained
+        rank = adapter.parse_adapter(spec).rank
+        initial = adapter.initial_tensors(adapter.targets(open_reader(base), names), rank, 0)
+        return lora.memory_need(base, info, spec, initial, ctx, checkpoints)[1].total, memory.available_memory()
+    config = FinetuneConfig(base=base, data=Path("unused"), n_ctx=ctx, train=spec, memory_available=2**62,
+                            gradient_checkpointing=checkpoints)
+    return plan_training(info, config).need.total, memory.available_memory()
 
 
 def _llama_finetune(program: Path, base: Path, ctx: int, threads: int, steps: int) -> dict[str, Any]:
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             # a real model's file instead of a shape: its own types, whatever the config says
             base = Path(key) if key.endswith(".gguf") else ensure_model(args.folder, key, qtype, tied=args.tied).path
             qtype = "as downloaded" if key.endswith(".gguf") else qtype
-            need, have = _estimate(base, spec, args.ctx)
+            need, have = _estimate(base, spec, args.ctx, args.checkpoints)
             name = (Path(key).name if key.endswith(".gguf") else key) + (" (tied)" if args.tied else "")
             row: dict[str, Any] = {"model": name, "train": spec, "base": qtype, "estimate_mb": need / 2**20,
                                    "available_mb": have / 2**20}

@@ -57,16 +57,19 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
     selection = trainable.select(config.train or adapter.DEFAULT_TARGETS, info.tensors, info.n_layer)
     matrices = adapter.targets(reader, selection.trained)
     initial = adapter.initial_tensors(matrices, spec.rank, config.seed)
-    n_params = sum(t.size for t in initial.values())
-    plan = pipeline.TrainPlan(engine, loss, trainable.Selection(f"lora:{spec.rank} over {selection.spec}",
-                                                                tuple(initial), n_params),
-                              _unchanged(reader), memory.MemoryEstimate(0, 0, 0, 0),
-                              f"adapter rank {spec.rank}, alpha {spec.alpha:g}", probe=False, available=0)
+    data = pipeline._training_data(config, info, None)
+    have = memory.available_memory() if config.memory_available is None else config.memory_available
+    adapted, need = memory_need(base, info, f"lora:{spec.rank} over {selection.spec}", initial, data.n_ctx,
+                                config.gradient_checkpointing)
+    n_params = adapted.n_params
+    memory.check(adapted, need, have, base, data.n_ctx, option="--adapter",
+                 fix="lower the rank" if config.gradient_checkpointing else "add --gradient-checkpointing")
+    plan = pipeline.TrainPlan(engine, loss, adapted, _unchanged(reader), need,
+                              f"adapter rank {spec.rank}, alpha {spec.alpha:g}", probe=False, available=have)
     log.info("engine: %s (%s); loss on %s", engine.kind, engine.reason, "the answers" if loss == "answer" else
              "every token")
-    log.info("training a LoRA adapter: rank %d, alpha %g, on %d matrices (%s): %.2fM parameters", spec.rank,
-             spec.alpha, len(matrices), selection.spec, n_params / 1e6)
-    data = pipeline._training_data(config, info, None)
+    log.info("training a LoRA adapter: rank %d, alpha %g, on %d matrices (%s): %.2fM parameters; memory about %s",
+             spec.rank, spec.alpha, len(matrices), selection.spec, n_params / 1e6, need.describe())
     whole = trainable.select("all", info.tensors, info.n_layer).n_params
     settings = pipeline._settings(config, plan, data, lora_base_params=whole)
     pipeline._plan_notes(plan, data, settings)
@@ -108,7 +111,7 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
         engine_choice=engine.reason, loss=loss, n_ctx=settings.n_ctx, stride=data.stride, threads=threads,
         gpu_layers=config.gpu_layers, lr=settings.lr, epochs=settings.epochs, train_spec=plan.selection.spec,
         train_choice=plan.choice, trained_tensors=list(initial), trained_params=n_params, converted={},
-        frozen_bytes=base.stat().st_size, memory_estimate={}, requantized={},
+        frozen_bytes=base.stat().st_size, memory_estimate=need.figures(have), requantized={},
         **pipeline.run_figures(data, result, before, after, started), restored_metadata=[],
         smoke_prompt=next((m["content"] for m in reversed(smoke_messages) if m["role"] == "user"), ""),
         smoke_reply=reply, report=str(report_path), choices=settings.choices, system=config.system,
@@ -120,6 +123,16 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
     )
     _fs.write_bytes_via(report_path, lambda f: f.write((report.to_json() + "\n").encode("utf-8")))
     return report
+
+
+def memory_need(base: Path, info: validate.ModelInfo, label: str, initial: dict[str, np.ndarray], n_ctx: int,
+                checkpoints: bool) -> tuple[trainable.Selection, memory.MemoryEstimate]:
+    """The adapter as a Selection, and the run's memory: the base as it is, the adapter's state, activations."""
+    adapted = trainable.Selection(label, tuple(initial), sum(t.size for t in initial.values()),
+                                  max(t.size for t in initial.values()))
+    return adapted, memory.estimate(work_bytes=base.stat().st_size, selection=adapted, n_layer=info.n_layer,
+                                    n_embd=info.n_embd, n_ff=info.n_ff, n_head=info.n_head, n_vocab=info.n_vocab,
+                                    n_ctx=n_ctx, checkpoints=checkpoints, adapter=True)
 
 
 def _unchanged(reader: Any) -> WorkPlan:

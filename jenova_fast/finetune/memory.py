@@ -4,8 +4,12 @@ Estimate = the working copy's tensors as stored + 12 bytes per trained parameter
 two moments; the F32 weight itself is in the working copy) + activations. Activations: the logits and their
 gradient over the vocabulary, the temporary gradient of the largest trained tensor, a forward working set,
 and the saved activations of every block the backward pass runs through (all of them for `all`, N for
-`last:N`). Checked against measured peak RSS at three real shapes (docs/finetune.md): it errs on the safe
-side, by 4-30%.
+`last:N`; with `--gradient-checkpointing`, each block's output and one block's activations). Checked against
+measured peak RSS at three real shapes (docs/finetune.md): it errs on the safe side, by 4-30%.
+
+A LoRA adapter: the base as it is + 16 bytes per adapter parameter (the adapter itself, its gradient and
+AdamW's moments) + the same activations, through every block, and the F32 casts of frozen matrices that
+the backward pass multiplies by (patch 0006 casts one of more than 32 MB a slice at a time).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from jenova_fast.finetune.trainable import Selection, block_of
 OPTIMIZER_BYTES = 12  # gradient + AdamW first and second moments, F32
 HEADROOM = 1.15  # the estimate must fit 1/HEADROOM of the available memory
 PROCESS_BYTES = 300 * 2**20  # Python, numpy, llama.cpp's libraries, the token streams
+FROZEN_CASTS = 2 * 32 * 2**20  # an adapter's backward pass: F32 casts of frozen matrices alive at once
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,11 @@ class MemoryEstimate:
     @property
     def total(self) -> int:
         return self.weights + self.optimizer + self.activations
+
+    def figures(self, available: int) -> dict[str, int]:
+        """The report's `memory_estimate`."""
+        return {"total": self.total, "weights": self.weights, "optimizer": self.optimizer,
+                "activations": self.activations, "gpu": self.gpu, "available": available}
 
     def describe(self) -> str:
         parts = (f"{gib(self.total)} = weights {gib(self.weights)} + gradients/AdamW {gib(self.optimizer)} + "
@@ -50,14 +60,22 @@ def backward_blocks(selection: Selection, n_layer: int) -> int:
 
 
 def estimate(*, work_bytes: int, selection: Selection, n_layer: int, n_embd: int, n_ff: int, n_head: int,
-             n_vocab: int, n_ctx: int, gpu_layers: int = 0, gpu_weight_bytes: int = 0) -> MemoryEstimate:
+             n_vocab: int, n_ctx: int, gpu_layers: int = 0, gpu_weight_bytes: int = 0, checkpoints: bool = False,
+             adapter: bool = False) -> MemoryEstimate:
+    """`work_bytes`: the file trained over (the working copy, or the base itself under an adapter); `adapter`:
+    `selection` is an adapter's tensors, which live outside that file."""
     per_block = 4 * n_ctx * (16 * n_embd + 4 * n_ff + 3 * n_head * n_ctx)  # saved for backward, F32
-    logits = 5 * n_ctx * n_vocab * 4  # logits, softmax, their gradient, the loss's copy, the context's outputs
+    # logits, softmax, their gradient, the loss's copy, and the context's outputs (which the patched engine,
+    # the only one that trains adapters, does not reserve: patch 0007)
+    logits = (4 if adapter else 5) * n_ctx * n_vocab * 4
+    if adapter:  # a frozen matrix saves no weight gradient's operands: 0.35-0.5 of the above, measured
+        per_block //= 2
     # the backward pass computes a weight's gradient into a temporary before adding it: one largest tensor
-    largest_gradient = 4 * selection.largest
-    activations = (PROCESS_BYTES + logits + largest_gradient + 2 * per_block
-                   + backward_blocks(selection, n_layer) * per_block)
-    optimizer = OPTIMIZER_BYTES * selection.n_params
+    largest_gradient = 4 * selection.largest + (FROZEN_CASTS if adapter else 0)
+    blocks = backward_blocks(selection, n_layer)
+    saved = blocks * 4 * n_ctx * n_embd + per_block if checkpoints else blocks * per_block
+    activations = PROCESS_BYTES + logits + largest_gradient + 2 * per_block + saved
+    optimizer = (OPTIMIZER_BYTES + (4 if adapter else 0)) * selection.n_params
     gpu = 0
     if gpu_layers:
         layers = n_layer if gpu_layers < 0 else min(gpu_layers, n_layer)
@@ -113,10 +131,12 @@ def check_gpu(need: MemoryEstimate, gpu_free: int, path: object) -> None:
             f"{gib(gpu_free)} is free on the GPUs; lower --gpu-layers, train fewer tensors, or lower --ctx")
 
 
-def check(selection: Selection, need: MemoryEstimate, have: int, path: object, n_ctx: int) -> None:
-    """An explicit --train that cannot fit is refused before loading anything (instead of the OOM killer)."""
+def check(selection: Selection, need: MemoryEstimate, have: int, path: object, n_ctx: int, *, option: str = "--train",
+          fix: str = "train fewer tensors (e.g. --train last:2 or head)") -> None:
+    """An explicit --train (or --adapter) that cannot fit is refused before loading anything (instead of the OOM
+    killer)."""
     if not fits(need, have):
         raise FinetuneError(
-            f"{path}: --train {selection.spec} at --ctx {n_ctx} needs about {need.describe()} "
+            f"{path}: {option} {selection.spec} at --ctx {n_ctx} needs about {need.describe()} "
             f"({selection.n_params / 1e6:.1f}M trained parameters), x{HEADROOM:.2f} headroom, but {gib(have)} is "
-            "available; train fewer tensors (e.g. --train last:2 or head), lower --ctx, or free memory")
+            f"available; {fix}, lower --ctx, or free memory")

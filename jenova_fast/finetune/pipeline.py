@@ -178,7 +178,8 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig, n_ctx: int |
                               if trainable.block_of(t.name) is not None)
             need = memory.estimate(work_bytes=work.work_bytes(), selection=selection, n_layer=info.n_layer,
                                    n_embd=info.n_embd, n_ff=info.n_ff, n_head=info.n_head, n_vocab=info.n_vocab,
-                                   n_ctx=n_ctx, gpu_layers=config.gpu_layers, gpu_weight_bytes=gpu_weights)
+                                   n_ctx=n_ctx, gpu_layers=config.gpu_layers, gpu_weight_bytes=gpu_weights,
+                                   checkpoints=config.gradient_checkpointing)
             plans[spec] = work
             if memory.fits(need, have):
                 break
@@ -321,9 +322,7 @@ def _finetune(config: FinetuneConfig, progress: ProgressCallback | None, hold: c
         train_spec=plan.selection.spec, train_choice=plan.choice, trained_tensors=list(plan.selection.trained),
         trained_params=plan.selection.n_params, converted=plan.work.converted,
         frozen_bytes=plan.work.frozen_bytes(),
-        memory_estimate={"total": plan.need.total, "weights": plan.need.weights,
-                         "optimizer": plan.need.optimizer, "activations": plan.need.activations,
-                         "gpu": plan.need.gpu, "available": plan.available},
+        memory_estimate=plan.need.figures(plan.available),
         requantized=requantized,
         **run_figures(data, result, before, after, started),
         restored_metadata=sorted(restore),

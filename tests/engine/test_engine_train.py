@@ -188,3 +188,20 @@ def test_recomputed_activations_give_the_same_step(patched, tiny, tmp_path, lora
     assert kept.keys() == again.keys() and len(kept) > 3
     for name in kept:
         assert np.array_equal(kept[name], again[name]), name
+
+
+def test_the_memory_plan_counts_only_block_outputs_with_checkpoints(patched, tiny):
+    """With --gradient-checkpointing the estimate keeps each block's output and one block's activations, so the
+    automatic --train choice and the refusal see what the run will use."""
+    from jenova_fast.finetune.pipeline import FinetuneConfig, plan_training
+    from jenova_fast.finetune.validate import inspect_model
+
+    info = inspect_model(tiny)
+
+    def need(checkpoints: bool) -> int:
+        config = FinetuneConfig(base=tiny, data=Path("unused"), n_ctx=512, train="all", engine="patched",
+                                gradient_checkpointing=checkpoints, memory_available=2**40)
+        return plan_training(info, config).need.activations
+
+    per_output = 4 * 512 * info.n_embd
+    assert need(False) - need(True) > (info.n_layer - 1) * per_output

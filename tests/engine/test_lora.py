@@ -148,3 +148,18 @@ def test_an_adapter_that_diverges_says_to_lower_the_rate_and_installs_nothing(pa
         finetune(FinetuneConfig(base=base, data=data, out=out, n_ctx=256, lr=50.0, epochs=1, eval_fraction=0.2,
                                 adapter="lora:4", recall_sample=0))
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_an_adapter_that_cannot_fit_is_refused_with_the_numbers(trained_lora, tmp_path):
+    from jenova_fast.finetune import FinetuneConfig, FinetuneError, finetune
+
+    base, _, report, root = trained_lora
+    need = report.memory_estimate
+    assert need["total"] == need["weights"] + need["optimizer"] + need["activations"] > base.stat().st_size
+    out = tmp_path / "models" / "jenova.gguf"
+    for checkpoints, fix in ((False, "add --gradient-checkpointing"), (True, "lower the rank")):
+        with pytest.raises(FinetuneError, match=rf"--adapter lora:8 over attn,ffn at --ctx 256 needs about .* GiB = "
+                                                rf"weights .* 0.05 GiB is available; {fix}, lower --ctx"):
+            finetune(FinetuneConfig(base=base, data=root / "train.jsonl", out=out, n_ctx=256, adapter="lora:8",
+                                    gradient_checkpointing=checkpoints, memory_available=50 * 2**20))
+    assert not out.parent.exists()
