@@ -353,7 +353,7 @@ def _settings(config: FinetuneConfig, plan: TrainPlan, data: TrainingData, lora_
     if config.lr is not None:
         lr, lr_why = config.lr, "given with --lr"
     elif lora_base_params is not None:
-        lr, lr_why = defaults.lora_learning_rate(lora_base_params)
+        lr, lr_why = defaults.lora_learning_rate(lora_base_params, epochs * steps)
     else:
         lr, lr_why = defaults.learning_rate(plan.selection.n_params)
     split = data.split

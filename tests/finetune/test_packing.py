@@ -98,9 +98,13 @@ def test_epochs_and_learning_rate_from_steps_and_parameters():
     assert defaults.learning_rate(100_000)[0] == defaults.MAX_LR
 
     # an adapter's rate follows its base's size, not its own: 10x the base's whole-model rate
-    assert defaults.lora_learning_rate(135_000_000)[0] == pytest.approx(1e-3)
-    assert defaults.lora_learning_rate(1_200_000_000)[0] < defaults.lora_learning_rate(135_000_000)[0]
-    assert "135.0M" in defaults.lora_learning_rate(135_000_000)[1]
+    assert defaults.lora_learning_rate(135_000_000, 48)[0] == pytest.approx(1e-3)
+    assert defaults.lora_learning_rate(1_200_000_000, 48)[0] < defaults.lora_learning_rate(135_000_000, 48)[0]
+    assert "135.0M" in defaults.lora_learning_rate(135_000_000, 48)[1]
+    # a longer run takes smaller steps, as 1/sqrt(steps): 153 steps of the demo store's 240 records
+    lr, why = defaults.lora_learning_rate(135_000_000, 153)
+    assert lr == pytest.approx(6e-4) and "x sqrt(48/153) for 153 planned steps" in why
+    assert defaults.lora_learning_rate(135_000_000, 10**9)[0] == defaults.MIN_LR
 
 
 def test_early_stop_when_learned_or_flat():
