@@ -8,8 +8,9 @@ and the saved activations of every block the backward pass runs through (all of 
 measured peak RSS at three real shapes (docs/finetune.md): it errs on the safe side, by 4-30%.
 
 A LoRA adapter: the base as it is + 16 bytes per adapter parameter (the adapter itself, its gradient and
-AdamW's moments) + the same activations, through every block, and the F32 casts of frozen matrices that
-the backward pass multiplies by (patch 0006 casts one of more than 32 MB a slice at a time).
+AdamW's moments) + half those activations per block (a frozen matrix keeps no operands for its own gradient),
+without the context's outputs (patch 0007), and the F32 casts of frozen matrices that the backward pass
+multiplies by (patch 0006 casts one of more than 32 MB a slice at a time). It errs on the safe side by 2-35%.
 """
 
 from __future__ import annotations
