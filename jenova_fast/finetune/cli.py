@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
                         "types, for runtimes that cannot load adapters")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="keep only each block's output from the forward pass and compute the rest again in the "
-                        "backward pass: far less memory (LoRA on a 1B base at ctx 512: 3.9 -> 2.3 GiB) for one "
+                        "backward pass: far less memory (LoRA on a 1B base at ctx 512: 3.7 -> 2.1 GiB) for one "
                         "more forward pass (patched engine)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     return p
