@@ -27,7 +27,7 @@ MIN_LR, MAX_LR = 1e-5, 1e-3
 # 1/sqrt(T)). On the recall benchmark (SmolLM2-135M, rank 16 on every projection, 48 steps) 5e-4 said back 2 of 12
 # facts, 7e-4 7, 1e-3 (10x the base's 1e-4) 12 of 12 and 9 paraphrases, 2e-3 8 and none, 4e-3 diverged. Over 153
 # steps of 240 records, 1e-3 made the training loss rise again in the second half and ended at a held-out loss
-# of 3.22 nats/answer token, 7e-4 at 2.61, 5e-4 at 2.48 (the rule: 6e-4); `--train last:2` at its rate 2.99. For
+# of 3.22 nats/answer token, 7e-4 at 2.61, 6e-4 (the rule) 2.66, 5e-4 2.48; `--train last:2` at its rate 2.99. For
 # a 7B base the rule gives 1e-4 at 48 steps (QLoRA used 2e-4)
 LORA_LR_FACTOR = 10
 # the rate falls linearly to this fraction of itself over the planned steps (in process): at a constant 1e-4
