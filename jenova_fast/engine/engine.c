@@ -20,9 +20,9 @@ JENOVA_API const char * jenova_engine_patches(void) {
     return JENOVA_ENGINE_PATCHES;
 }
 
-/* patch 0005's hooks (ggml-cpu/ops.h, ggml.c; beta since patch 0008) */
+/* patch 0005's hooks (ggml-cpu/ops.h, ggml.c) */
 typedef void (*ggml_cpu_sgemm_t)(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float * a,
-                                 int64_t lda, const float * b, int64_t ldb, float beta, float * c, int64_t ldc);
+                                 int64_t lda, const float * b, int64_t ldb, float * c, int64_t ldc);
 void ggml_cpu_set_sgemm(ggml_cpu_sgemm_t sgemm);
 void ggml_set_backward_gemm_out_prod(bool on);
 
@@ -41,14 +41,14 @@ static threads_local_t threads_local;
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 
 static void blas_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float * a, int64_t lda,
-                       const float * b, int64_t ldb, float beta, float * c, int64_t ldc) {
+                       const float * b, int64_t ldb, float * c, int64_t ldc) {
     threads_local(1); /* each ggml thread computes its own share: the BLAS must not start threads of its own */
     const int ta = trans_a ? TRANS : NO_TRANS;
     const int tb = trans_b ? TRANS : NO_TRANS;
     if (sgemm64) {
-        sgemm64(ROW_MAJOR, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+        sgemm64(ROW_MAJOR, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
     } else {
-        sgemm32(ROW_MAJOR, ta, tb, (int) m, (int) n, (int) k, 1.0f, a, (int) lda, b, (int) ldb, beta, c, (int) ldc);
+        sgemm32(ROW_MAJOR, ta, tb, (int) m, (int) n, (int) k, 1.0f, a, (int) lda, b, (int) ldb, 0.0f, c, (int) ldc);
     }
 }
 

@@ -9,9 +9,8 @@ measured peak RSS at three real shapes (docs/finetune.md): it errs on the safe s
 
 A LoRA adapter: the base as it is + 16 bytes per adapter parameter (the adapter itself, its gradient and
 AdamW's moments) + half those activations per block (a frozen matrix keeps no operands for its own gradient),
-without the context's outputs (patch 0007), and the F32 casts of frozen F16 or BF16 matrices that the backward
-pass multiplies by (patch 0006 casts one of more than 32 MB a slice at a time; patch 0008 dequantizes a quantized
-one inside the product). It errs on the safe side by 2-35%.
+without the context's outputs (patch 0007), and the F32 casts of frozen matrices that the backward pass
+multiplies by (patch 0006 casts one of more than 32 MB a slice at a time). It errs on the safe side by 2-35%.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from jenova_fast.finetune.trainable import Selection, block_of
 OPTIMIZER_BYTES = 12  # gradient + AdamW first and second moments, F32
 HEADROOM = 1.15  # the estimate must fit 1/HEADROOM of the available memory
 PROCESS_BYTES = 300 * 2**20  # Python, numpy, llama.cpp's libraries, the token streams
-FROZEN_CASTS = 2 * 32 * 2**20  # an adapter's backward pass: F32 casts of frozen F16/BF16 matrices alive at once
+FROZEN_CASTS = 2 * 32 * 2**20  # an adapter's backward pass: F32 casts of frozen matrices alive at once
 
 
 @dataclass(frozen=True)

@@ -61,22 +61,9 @@ def test_the_plan_line_says_what_the_products_run_on(patched, blas, monkeypatch)
     assert library.blas_line() == f"F32 products on ggml's own kernels ({library.BLAS_OFF}=0)"
 
 
-@pytest.mark.parametrize("qtype", [2, 8, 12, 14], ids=["q4_0", "q8_0", "q4_k", "q6_k"])
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_the_gradient_through_a_frozen_quantized_weight_is_exact(patched, blas, qtype, threads):
-    """Patch 0008: OUT_PROD dequantizes the frozen weight inside the GEMM, 128 rows at a time per thread, each thread
-    on whole blocks of its columns: 300 rows (three chunks, the last short) of 512 (two K-quant blocks, so with
-    three threads one has none), against exact float64 of the weight as quantized."""
-    op = gradcheck.CASES["mul_mat"][1]
-    errors = gradcheck.gradient_errors([(512, 300), (512, 7)], op, lambda x, w: [None, w @ x[0]],
-                                       types=[qtype, gradcheck.GGML_TYPE_F32], finite_differences=False,
-                                       threads=threads)
-    assert errors[1] <= 1e-4
-
-
-def test_a_large_frozen_weight_is_dequantized_in_chunks_and_the_gradient_is_exact(patched, blas):
-    """Patch 0008 on a weight of more than 32 MB in F32 (8200 rows of 1024, the last chunk short): no F32 copy of
-    it is made, and the accumulated chunks give the exact gradient."""
+def test_a_large_frozen_weight_is_cast_in_slices_and_the_gradient_is_exact(patched, blas):
+    """Patch 0006: a frozen quantized weight of more than 32 MB in F32 is cast for the backward product a slice of
+    rows at a time (here 8200 rows of 1024: two slices, the second short), the slices' products summed."""
     op = gradcheck.CASES["mul_mat"][1]
     errors = gradcheck.gradient_errors([(1024, 8200), (1024, 3)], op, lambda x, w: [None, w @ x[0]],
                                        types=[gradcheck.GGML_TYPE_Q8_0, gradcheck.GGML_TYPE_F32],
