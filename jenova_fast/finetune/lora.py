@@ -75,6 +75,7 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
     pipeline._plan_notes(plan, data, settings)
     heldout = data.heldout_windows()
     before = evaluate.heldout_loss(base, heldout, threads, gpu_layers=config.gpu_layers)
+    log.info("held-out answer loss before: %.4f nats/token", before.loss)
     asked = recall.sample(data.split.train_conversations, config.recall_sample, config.seed)
     recall_before = pipeline._recall(base, asked, config, data, threads)
     base_sha = adapter.sha256(base)
