@@ -58,7 +58,7 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
     matrices = adapter.targets(reader, selection.trained)
     initial = adapter.initial_tensors(matrices, spec.rank, config.seed)
     data = pipeline._training_data(config, info, None)
-    have = memory.available_memory() if config.memory_available is None else config.memory_available
+    have = memory.budget(config.memory_available)
     adapted, need = memory_need(base, info, f"lora:{spec.rank} over {selection.spec}", initial, data.n_ctx,
                                 config.gradient_checkpointing)
     n_params = adapted.n_params
@@ -131,9 +131,8 @@ def memory_need(base: Path, info: validate.ModelInfo, label: str, initial: dict[
     """The adapter as a Selection, and the run's memory: the base as it is, the adapter's state, activations."""
     adapted = trainable.Selection(label, tuple(initial), sum(t.size for t in initial.values()),
                                   max(t.size for t in initial.values()))
-    return adapted, memory.estimate(work_bytes=base.stat().st_size, selection=adapted, n_layer=info.n_layer,
-                                    n_embd=info.n_embd, n_ff=info.n_ff, n_head=info.n_head, n_vocab=info.n_vocab,
-                                    n_ctx=n_ctx, checkpoints=checkpoints, adapter=True)
+    return adapted, memory.estimate(model=info, work_bytes=base.stat().st_size, selection=adapted, n_ctx=n_ctx,
+                                    checkpoints=checkpoints, adapter=True)
 
 
 def _unchanged(reader: Any) -> WorkPlan:

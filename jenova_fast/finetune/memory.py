@@ -18,9 +18,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from jenova_fast.finetune.errors import FinetuneError
 from jenova_fast.finetune.trainable import Selection, block_of
+
+if TYPE_CHECKING:
+    from jenova_fast.finetune.validate import ModelInfo
 
 OPTIMIZER_BYTES = 12  # gradient + AdamW first and second moments, F32
 HEADROOM = 1.15  # the estimate must fit 1/HEADROOM of the available memory
@@ -60,11 +64,11 @@ def backward_blocks(selection: Selection, n_layer: int) -> int:
     return n_layer - min(blocks) if blocks else 0
 
 
-def estimate(*, work_bytes: int, selection: Selection, n_layer: int, n_embd: int, n_ff: int, n_head: int,
-             n_vocab: int, n_ctx: int, gpu_layers: int = 0, gpu_weight_bytes: int = 0, checkpoints: bool = False,
-             adapter: bool = False) -> MemoryEstimate:
-    """`work_bytes`: the file trained over (the working copy, or the base itself under an adapter); `adapter`:
-    `selection` is an adapter's tensors, which live outside that file."""
+def estimate(*, model: ModelInfo, work_bytes: int, selection: Selection, n_ctx: int, gpu_layers: int = 0,
+             gpu_weight_bytes: int = 0, checkpoints: bool = False, adapter: bool = False) -> MemoryEstimate:
+    """`model`: the base's shape; `work_bytes`: the file trained over (the working copy, or the base itself under
+    an adapter); `adapter`: `selection` is an adapter's tensors, which live outside that file."""
+    n_layer, n_embd, n_ff, n_head, n_vocab = model.n_layer, model.n_embd, model.n_ff, model.n_head, model.n_vocab
     per_block = 4 * n_ctx * (16 * n_embd + 4 * n_ff + 3 * n_head * n_ctx)  # saved for backward, F32
     # logits, softmax, their gradient, the loss's copy, and the context's outputs (which the patched engine,
     # the only one that trains adapters, does not reserve: patch 0007)
@@ -82,6 +86,11 @@ def estimate(*, work_bytes: int, selection: Selection, n_layer: int, n_embd: int
         layers = n_layer if gpu_layers < 0 else min(gpu_layers, n_layer)
         gpu = int((gpu_weight_bytes + optimizer) * layers / max(n_layer, 1)) + layers * per_block
     return MemoryEstimate(work_bytes, optimizer, activations, gpu)
+
+
+def budget(given: int | None) -> int:
+    """The memory a run may use: `--max-memory` when given, else what the machine has available now."""
+    return available_memory() if given is None else given
 
 
 def available_memory() -> int:

@@ -167,7 +167,7 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig, n_ctx: int |
     if gpu:
         runtime.check_gpu_offload(engine.kind)
 
-    have = memory.available_memory() if config.memory_available is None else config.memory_available
+    have = memory.budget(config.memory_available)
 
     def estimate_for(spec: str) -> tuple[trainable.Selection, memory.MemoryEstimate]:
         """The faster working copy (frozen matrices on the backward path in F32) if it fits, else the lean one."""
@@ -176,9 +176,8 @@ def plan_training(info: validate.ModelInfo, config: FinetuneConfig, n_ctx: int |
             work = working_copy.plan(reader, set(selection.trained), gpu=gpu, lean=lean)
             gpu_weights = sum(working_copy.tensor_nbytes(t.work_type, t.n_elements) for t in work.tensors
                               if trainable.block_of(t.name) is not None)
-            need = memory.estimate(work_bytes=work.work_bytes(), selection=selection, n_layer=info.n_layer,
-                                   n_embd=info.n_embd, n_ff=info.n_ff, n_head=info.n_head, n_vocab=info.n_vocab,
-                                   n_ctx=n_ctx, gpu_layers=config.gpu_layers, gpu_weight_bytes=gpu_weights,
+            need = memory.estimate(model=info, work_bytes=work.work_bytes(), selection=selection, n_ctx=n_ctx,
+                                   gpu_layers=config.gpu_layers, gpu_weight_bytes=gpu_weights,
                                    checkpoints=config.gradient_checkpointing)
             plans[spec] = work
             if memory.fits(need, have):
