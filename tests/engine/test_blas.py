@@ -1,5 +1,6 @@
-"""Patch 0005: the patched engine's F32 products and OUT_PROD on numpy's OpenBLAS give what exact float64
-arithmetic and ggml's own kernels give, forward and backward, whatever the thread split."""
+"""Patches 0005 and 0008: the patched engine's F32 products and OUT_PROD on numpy's OpenBLAS, and its products of a
+quantized weight dequantized onto it, give what exact float64 arithmetic and ggml's own kernels give, forward and
+backward, whatever the thread split."""
 
 from __future__ import annotations
 
@@ -51,6 +52,30 @@ def test_products_on_blas_equal_exact_and_ggmls_own(patched, blas, m, k, p, thre
     finally:
         patched.use_blas(blas)
     assert max(errors.values()) <= 1e-4, errors
+
+
+# the legacy types the sgemm takes dequantized (0008's AVX2 rows for Q4_0, Q4_1, Q5_0; ggml's for Q8_0), by ggml type id
+QUANTIZED = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q8_0": gradcheck.GGML_TYPE_Q8_0}
+
+
+@settings(max_examples=16, deadline=None)
+@given(qtype=st.sampled_from(sorted(QUANTIZED)), m=st.integers(32, 90), k=st.sampled_from([32, 64, 160]),
+       p=st.integers(1, 70), threads=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_a_quantized_weights_products_on_blas_are_the_dequantized_weights(patched, blas, qtype, m, k, p, threads,
+                                                                          seed):
+    """Patch 0008: with 32 activation rows or more, a frozen quantized weight's forward product runs on the sgemm
+    over its rows dequantized, so it is the dequantized weight's product (ggml's own kernels round the activations to
+    8 bits: an error of 1-2 here, against float32 rounding's 1e-4); its backward cast dequantizes whole rows. The
+    loss squares the product, so the gradient checks both."""
+    types = [QUANTIZED[qtype], gradcheck.GGML_TYPE_F32]
+    error = gradcheck.gradient_errors([(k, m), (k, p)], _squared_product, _squared_product_grads, types=types,
+                                      seed=seed, finite_differences=False, threads=threads)[1]
+    if p >= 32:
+        assert error <= 1e-3, (qtype, error)
+    # fewer rows (decoding) stay on ggml's kernels; the backward cast alone, on the linear product, is exact
+    linear = gradcheck.gradient_errors([(k, m), (k, p)], gradcheck.CASES["mul_mat"][1], lambda x, w: [None, w @ x[0]],
+                                       types=types, seed=seed, finite_differences=False, threads=threads)[1]
+    assert linear <= 1e-4, (qtype, linear)
 
 
 def test_the_plan_line_says_what_the_products_run_on(patched, blas, monkeypatch):
