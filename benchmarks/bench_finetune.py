@@ -66,10 +66,10 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     trained, init = frozenset(selection.trained), None
     if lora:
         from jenova_fast.finetune import adapter
+        from jenova_fast.finetune.lora import initial_adapter
 
         lora_spec = adapter.parse_adapter(spec["train"])
-        initial = adapter.initial_tensors(adapter.targets(open_reader(spec["base"]), selection.trained),
-                                          lora_spec.rank, 0)
+        _, initial = initial_adapter(open_reader(spec["base"]), info, None, lora_spec.rank, 0)
         init = adapter.write_adapter(Path(tempfile.mkdtemp()) / "init.gguf", spec["base"], lora_spec, initial)
         trained = frozenset(initial)
         selection = type(selection)(spec["train"], tuple(initial), sum(t.size for t in initial.values()))
@@ -93,16 +93,14 @@ def _run_child(spec: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
 
 def _estimate(base: Path, spec: str, ctx: int, checkpoints: bool) -> tuple[int, int]:
     """(estimated bytes, available bytes) as `jenova-fast finetune` computes them."""
-    from jenova_fast.finetune import adapter, lora, memory, trainable
+    from jenova_fast.finetune import adapter, lora, memory
     from jenova_fast.finetune.metadata import open_reader
     from jenova_fast.finetune.pipeline import FinetuneConfig, plan_training
     from jenova_fast.finetune.validate import inspect_model
 
     info = inspect_model(base)
     if spec.startswith("lora"):
-        names = trainable.select(adapter.DEFAULT_TARGETS, info.tensors, info.n_layer).trained
-        rank = adapter.parse_adapter(spec).rank
-        initial = adapter.initial_tensors(adapter.targets(open_reader(base), names), rank, 0)
+        _, initial = lora.initial_adapter(open_reader(base), info, None, adapter.parse_adapter(spec).rank, 0)
         return lora.memory_need(base, info, spec, initial, ctx, checkpoints)[1].total, memory.available_memory()
     config = FinetuneConfig(base=base, data=Path("unused"), n_ctx=ctx, train=spec, memory_available=2**62,
                             gradient_checkpointing=checkpoints)

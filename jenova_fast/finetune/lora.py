@@ -54,9 +54,7 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
     info = validate.inspect_model(base)
     loss = pipeline._loss(config, engine, info)
     reader = open_reader(base)
-    selection = trainable.select(config.train or adapter.DEFAULT_TARGETS, info.tensors, info.n_layer)
-    matrices = adapter.targets(reader, selection.trained)
-    initial = adapter.initial_tensors(matrices, spec.rank, config.seed)
+    selection, initial = initial_adapter(reader, info, config.train, spec.rank, config.seed)
     data = pipeline._training_data(config, info, None)
     have = memory.budget(config.memory_available)
     adapted, need = memory_need(base, info, f"lora:{spec.rank} over {selection.spec}", initial, data.n_ctx,
@@ -69,7 +67,7 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
     log.info("engine: %s (%s); loss on %s", engine.kind, engine.reason, "the answers" if loss == "answer" else
              "every token")
     log.info("training a LoRA adapter: rank %d, alpha %g, on %d matrices (%s): %.2fM parameters; memory about %s",
-             spec.rank, spec.alpha, len(matrices), selection.spec, n_params / 1e6, need.describe())
+             spec.rank, spec.alpha, len(initial) // 2, selection.spec, n_params / 1e6, need.describe())
     whole = trainable.select("all", info.tensors, info.n_layer).n_params
     settings = pipeline._settings(config, plan, data, lora_base_params=whole)
     pipeline._plan_notes(plan, data, settings)
@@ -124,6 +122,14 @@ def finetune_lora(config: FinetuneConfig, progress: ProgressCallback | None = No
     )
     _fs.write_bytes_via(report_path, lambda f: f.write((report.to_json() + "\n").encode("utf-8")))
     return report
+
+
+def initial_adapter(reader: Any, info: validate.ModelInfo, train: str | None, rank: int,
+                    seed: int) -> tuple[trainable.Selection, dict[str, np.ndarray]]:
+    """The base tensors `train` names (every projection by default), and the step-0 adapter over their matrices:
+    an A and a B each."""
+    selection = trainable.select(train or adapter.DEFAULT_TARGETS, info.tensors, info.n_layer)
+    return selection, adapter.initial_tensors(adapter.targets(reader, selection.trained), rank, seed)
 
 
 def memory_need(base: Path, info: validate.ModelInfo, label: str, initial: dict[str, np.ndarray], n_ctx: int,

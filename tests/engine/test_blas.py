@@ -4,6 +4,7 @@ backward, whatever the thread split."""
 
 from __future__ import annotations
 
+import gguf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,7 +56,7 @@ def test_products_on_blas_equal_exact_and_ggmls_own(patched, blas, m, k, p, thre
 
 
 # the legacy types the sgemm takes dequantized (0008's AVX2 rows for Q4_0, Q4_1, Q5_0; ggml's for Q8_0), by ggml type id
-QUANTIZED = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q8_0": gradcheck.GGML_TYPE_Q8_0}
+QUANTIZED = {name: int(gguf.GGMLQuantizationType[name]) for name in ("Q4_0", "Q4_1", "Q5_0", "Q8_0")}
 
 
 @settings(max_examples=16, deadline=None)
